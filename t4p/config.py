@@ -1,0 +1,397 @@
+"""Typed configuration: one object, dotted keys everywhere.
+
+The CLI, the ablation grid, Optuna spaces and MLflow params all address settings by the
+same dotted keys (``optim.lr``, ``model.tqm``). ``apply_overrides`` turns ``KEY=VALUE``
+strings into typed values; ``to_flat_dict``/``from_flat_dict`` convert to and from a flat
+mapping. Every error names the offending key and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+SparseBackend = Literal["auto", "minkowski", "torch"]
+TextSource = Literal["clip", "random"]
+Task = Literal["pretrain", "semseg", "insseg", "det"]
+
+
+class ConfigError(ValueError):
+    """A setting is unknown, has the wrong type, or contradicts another setting."""
+
+
+@dataclass
+class DataConfig:
+    dataset: Literal["synthetic", "scannet-rgbd", "scannet-sens", "s3dis-raw", "scannet-votenet", "sunrgbd"] = (
+        "synthetic"
+    )
+    root: str = ""  # raw data on disk ("" = synthetic scenes generated under train.out_dir)
+    prepared_dir: str = ""  # prepared caches (npz + manifest); "" = <train.out_dir>/prepared
+    classes: Literal["scannet20", "s3dis13", "sunrgbd10", "scannet18"] = "s3dis13"
+    frame_skip: int = 25  # every 25th RGB-D frame (paper, Sec. 4.1)
+    image_height: int = 240
+    image_width: int = 320
+    voxel_size: float = 0.05  # metres: 2.5 cm pre-training / detection, 5 cm S3DIS
+    corr_depth_tol: float = 0.02  # metres: a voxel projects validly if depth agrees within this
+    scenes: tuple[str, ...] = ()  # explicit scene list ("" = the dataset's default split)
+    train_areas: tuple[int, ...] = (1, 2, 3, 4, 6)
+    val_areas: tuple[int, ...] = ()  # searches select on these, never on test_area
+    val_fraction: float = 0.2  # rooms of train_areas held out when val_areas is empty
+    test_area: int = 5
+    num_points: int = 0  # point sampling for detection (20k SUN RGB-D, 40k ScanNet); 0 = all
+    label_version: Literal["v1", "v2"] = "v1"  # SUN RGB-D labels; VoteNet's numbers use v1
+    augment: bool = True
+    aug_flip: bool = True
+    aug_rotate_z: bool = True
+    aug_scale_min: float = 0.9
+    aug_scale_max: float = 1.1
+    aug_color_jitter: float = 0.05
+    synth_scenes: int = 6
+    synth_seed: int = 0
+    synth_frames_per_scene: int = 8
+    loader_workers: int = 0
+
+
+@dataclass
+class ClipConfig:
+    arch: str = "RN50"
+    weights: str = "random-tiny"  # "random-tiny" | open_clip pretrained tag (local cache) | file path
+    dense_mode: Literal["attnpool", "maskclip"] = "attnpool"  # Eq. 1 vs MaskCLIP's value-only shortcut
+    template: str = "point cloud of {}."
+    feature_cache: bool = True  # cache frozen dense image features per frame (fp16)
+    cache_dir: str = ""  # "" = ~/.cache/t4p/clip
+    fp16: bool = True  # run the frozen image encoder in fp16 on GPU
+
+
+@dataclass
+class ModelConfig:
+    sparse_backend: SparseBackend = "auto"
+    in_channels: int = 3
+    stem_kernel: int = 5  # ME MinkUNet34C: 5; PointContrast Res16UNet34C: 3
+    stem_channels: int = 32
+    enc_planes: tuple[int, ...] = (32, 64, 128, 256)
+    enc_blocks: tuple[int, ...] = (2, 3, 4, 6)
+    dec_planes: tuple[int, ...] = (256, 128, 96, 96)
+    dec_blocks: tuple[int, ...] = (2, 2, 2, 2)
+    bn_momentum: float = 0.1
+    tqm: bool = True
+    text_source: TextSource = "clip"
+    prompt_learning: bool = False
+    n_ctx: int = 8
+    ctx_init: str = "point cloud of"  # "" = N(0, 0.02^2) context vectors (CoOp)
+    tqm_heads: int = 1  # not stated by the paper
+    tqm_mlp_ratio: float = 4.0
+    tqm_alpha_init: float = 1.0
+    tqm_beta_init: float = 0.0
+    decoder_2d_channels: int = 96  # g2D output width = the 3D decoder's width
+    clip: ClipConfig = field(default_factory=ClipConfig)
+
+
+@dataclass
+class LossConfig:
+    tau: float = 0.4  # Eq. 14
+    max_pairs: int = 4096  # pixel-voxel pairs sampled per frame (PPKT/SLidR)
+    encoder_weight: float = 1.0  # L_e
+    decoder_weight: float = 1.0  # L_d
+    coarse_pair_weighting: bool = False  # weight lifted encoder pairs by how many fine pairs merged
+    depth: bool = True  # App. C depth loss
+    depth_kind: Literal["silog", "l1"] = "silog"
+    depth_weight: float = 1.0
+    aux: bool = False  # Eq. 15-16
+    aux_tau: float = 0.07
+    aux_weight: float = 1.0
+    aux_range: float = 0.0  # metres around each encoder point; 0 = the encoder voxel's own cell
+    ignore_label: int = -100
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: Literal["exp", "poly", "cosine", "constant"] = "poly"
+    exp_gamma: float = 0.99
+    exp_every: int = 1000  # PointContrast applies the 0.99 decay every 1000 iterations
+    poly_power: float = 0.9
+    warmup_steps: int = 0
+    grad_clip: float = 0.0  # 0 = off
+
+
+@dataclass
+class TrainConfig:
+    task: Task = "semseg"
+    max_steps: int = 60000
+    batch_size: int = 48  # global: split across DDP workers
+    grad_accum: int = 1
+    eval_every: int = 1000
+    checkpoint_every: int = 1000
+    log_every: int = 50
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = True  # mixed precision on GPU only
+    num_threads: int = 0  # torch intra-op threads; 0 = torch default
+    out_dir: str = "runs"
+    fail_at_step: int = -1  # fault injection for tests: raise once at this step
+
+
+@dataclass
+class FinetuneConfig:
+    init: str = ""  # pre-training checkpoint path; "" = from scratch
+    eval_split: Literal["val", "test"] = "test"
+    # Instance segmentation (PointGroup-style)
+    offset_weight: float = 1.0
+    cluster_radius: float = 0.03
+    cluster_min_points: int = 50
+    # Detection (VoteNet)
+    num_proposals: int = 256
+    vote_radius: float = 0.3
+    num_heading_bins: int = 12
+    oriented_boxes: bool = True
+
+
+@dataclass
+class SweepConfig:
+    experiment: str = "t4p-ablation"
+    task: Literal["semseg", "insseg", "det-sunrgbd", "det-scannet"] = "semseg"
+    rows: tuple[str, ...] = ("T5-1", "T5-2", "T5-3", "T5-4", "T5-5", "T6", "C")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    workers_per_trial: int = 1
+    gpus_per_trial: float = 0.0
+    cpus_per_worker: float = 1.0
+    max_concurrent: int = 2
+    trials: int = 16
+    asha_grace_steps: int = 1
+    storage_path: str = ""  # Ray storage ("" = ./ray_results); shared storage on multi-node
+    stage_store: str = ""  # pre-training checkpoints by hash ("" = ./t4p_stages)
+    max_failures: int = 2
+    resume: bool = False
+    dry_run: bool = False
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    uri: str = ""  # "" = $MLFLOW_TRACKING_URI or sqlite:///<cwd>/mlruns/mlflow.db
+    experiment: str = ""  # "" = sweep.experiment
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+# --------------------------------------------------------------------------- introspection
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _leaf_types(cls: type = Config, prefix: str = "") -> dict[str, Any]:
+    """Dotted key -> annotated type, for every leaf setting."""
+    out: dict[str, Any] = {}
+    for name, tp in _field_types(cls).items():
+        key = f"{prefix}{name}"
+        if dataclasses.is_dataclass(tp):
+            out.update(_leaf_types(tp, key + "."))
+        else:
+            out[key] = tp
+    return out
+
+
+def valid_keys() -> list[str]:
+    return sorted(_leaf_types())
+
+
+def _unknown_key(key: str) -> ConfigError:
+    close = difflib.get_close_matches(key, valid_keys(), n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return ConfigError(f"unknown config key {key!r}{hint}")
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(c) for c in typing.get_args(tp))
+    if typing.get_origin(tp) is tuple:
+        return f"a comma-separated list of {typing.get_args(tp)[0].__name__}"
+    return getattr(tp, "__name__", str(tp))
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+def _convert(key: str, tp: Any, value: Any) -> Any:
+    """Convert ``value`` (a string from the CLI or an already-typed value) to ``tp``."""
+    origin = typing.get_origin(tp)
+    bad = ConfigError(f"config key {key!r}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise bad
+        return value
+    if origin is tuple:
+        (item_tp, _ellipsis) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.strip("()[] ").split(",") if v.strip()]
+        if not isinstance(value, list | tuple):
+            raise bad
+        return tuple(_convert(key, item_tp, v) for v in value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+            return False
+        raise bad
+    if tp is int:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        try:
+            return int(str(value))
+        except ValueError:
+            raise bad from None
+    if tp is float:
+        if isinstance(value, bool):
+            raise bad
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise bad from None
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    if isinstance(tp, types.UnionType):  # pragma: no cover - no unions in the schema today
+        raise bad
+    raise bad
+
+
+def set_value(cfg: Config, key: str, value: Any) -> None:
+    """Set one dotted key on ``cfg`` in place, with type conversion."""
+    types_by_key = _leaf_types()
+    if key not in types_by_key:
+        raise _unknown_key(key)
+    *path, leaf = key.split(".")
+    obj: Any = cfg
+    for part in path:
+        obj = getattr(obj, part)
+    setattr(obj, leaf, _convert(key, types_by_key[key], value))
+
+
+def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
+    """Return a copy of ``cfg`` with ``KEY=VALUE`` overrides applied and validated."""
+    out = _copy(cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. optim.lr=0.05")
+        key, value = item.split("=", 1)
+        set_value(out, key.strip(), value.strip())
+    validate(out)
+    return out
+
+
+def to_flat_dict(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """``Config`` -> {"optim.lr": 0.1, ...} (tuples kept as tuples)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update(to_flat_dict(value, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = value
+    return out
+
+
+def from_flat_dict(flat: dict[str, Any], base: Config | None = None) -> Config:
+    """Inverse of ``to_flat_dict``; missing keys keep ``base``'s (default: Config()) values."""
+    cfg = base if base is not None else Config()
+    cfg = _copy(cfg)
+    for key, value in flat.items():
+        set_value(cfg, key, value)
+    return cfg
+
+
+def _copy(cfg: Config) -> Config:
+    def rebuild(obj: Any) -> Any:
+        kwargs = {
+            f.name: rebuild(getattr(obj, f.name))
+            if dataclasses.is_dataclass(getattr(obj, f.name))
+            else getattr(obj, f.name)
+            for f in dataclasses.fields(obj)
+        }
+        return type(obj)(**kwargs)
+
+    return rebuild(cfg)
+
+
+def to_json(cfg: Config, flat: bool = False) -> str:
+    data = to_flat_dict(cfg) if flat else dataclasses.asdict(cfg)
+    return json.dumps(data, indent=2, sort_keys=flat)
+
+
+def config_hash(cfg: Config, keys_prefixes: tuple[str, ...] = ()) -> str:
+    """Stable short hash of the settings under ``keys_prefixes`` (all settings if empty)."""
+    flat = to_flat_dict(cfg)
+    chosen = {k: v for k, v in flat.items() if not keys_prefixes or k.startswith(keys_prefixes)}
+    blob = json.dumps(chosen, sort_keys=True, default=list).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def validate(cfg: Config) -> Config:
+    """Cross-field checks; raises ``ConfigError`` naming the keys involved."""
+    m = cfg.model
+    if m.prompt_learning and m.text_source == "random":
+        raise ConfigError(
+            "model.prompt_learning=true is not applicable with model.text_source=random "
+            "(random embeddings have no text encoder to prompt); set model.prompt_learning=false"
+        )
+    if len(m.enc_planes) != 4 or len(m.enc_blocks) != 4:
+        raise ConfigError("model.enc_planes and model.enc_blocks: expected 4 values each (strides 2..16)")
+    if len(m.dec_planes) != 4 or len(m.dec_blocks) != 4:
+        raise ConfigError("model.dec_planes and model.dec_blocks: expected 4 values each")
+    if m.stem_kernel not in (3, 5):
+        raise ConfigError(f"model.stem_kernel: expected 3 or 5, got {m.stem_kernel}")
+    positive = {
+        "data.voxel_size": cfg.data.voxel_size,
+        "loss.tau": cfg.loss.tau,
+        "loss.aux_tau": cfg.loss.aux_tau,
+        "train.batch_size": cfg.train.batch_size,
+        "train.grad_accum": cfg.train.grad_accum,
+        "train.max_steps": cfg.train.max_steps,
+        "sweep.workers_per_trial": cfg.sweep.workers_per_trial,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"config key {key!r}: expected a positive value, got {value}")
+    if cfg.loss.aux_range < 0:
+        raise ConfigError(f"config key 'loss.aux_range': expected >= 0, got {cfg.loss.aux_range}")
+    if not 0 < cfg.optim.lr:
+        raise ConfigError(f"config key 'optim.lr': expected a positive value, got {cfg.optim.lr}")
+    if cfg.data.test_area in cfg.data.train_areas or cfg.data.test_area in cfg.data.val_areas:
+        raise ConfigError(
+            f"data.test_area={cfg.data.test_area} also appears in data.train_areas/data.val_areas: "
+            "the test area must stay held out"
+        )
+    if cfg.sweep.gpus_per_trial < 0:
+        raise ConfigError("config key 'sweep.gpus_per_trial': expected >= 0")
+    return cfg
