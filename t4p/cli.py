@@ -1,0 +1,52 @@
+"""The `t4p` command: config, data, pretrain, finetune, evaluate, predict."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from t4p.config import ConfigError, to_json
+from t4p.recipes import RECIPES, get_recipe
+
+# Each module defines `register(subparsers)` adding its subcommands; a subcommand's
+# handler is stored as `func` and returns an exit code.
+COMMAND_MODULES = ("t4p.data.commands", "t4p.train.commands")
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    cfg = get_recipe(args.recipe, args.overrides)
+    print(to_json(cfg, flat=args.flat))
+    return 0
+
+
+def _register_config(subparsers) -> None:
+    p = subparsers.add_parser("config", help="show resolved configs")
+    sub = p.add_subparsers(dest="config_cmd", required=True)
+    show = sub.add_parser("show", help="print a recipe's resolved config as JSON")
+    show.add_argument("recipe", help="one of: " + ", ".join(RECIPES))
+    show.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. optim.lr=0.05")
+    show.add_argument("--flat", action="store_true", help="print dotted keys instead of nested sections")
+    show.set_defaults(func=_config_show)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="t4p", description="Text4Point pre-training and fine-tuning")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _register_config(subparsers)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as err:
+        print(f"t4p: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
