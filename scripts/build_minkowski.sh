@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Build (once) and install MinkowskiEngine 0.5.4 into the project's venv.
+#
+# The wheel is cached under $T4P_CACHE/wheels/<key>/ (default ~/.cache/t4p), keyed by the ME
+# version, torch version, Python version, CPU/CUDA (CUDA version + target archs) and a hash of
+# the patch set, so a rerun or a fresh clone on the same machine installs it in seconds.
+# A failed build prints the cause and the log path and exits 0 with a warning: the pure-PyTorch
+# sparse backend keeps working (CI sets T4P_REQUIRE_MINKOWSKI=1 so ME tests then fail loudly).
+#
+# Usage: scripts/build_minkowski.sh [VENV_PYTHON]
+set -euo pipefail
+
+PY="${1:-.venv/bin/python}"
+PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")"
+ME_VERSION="0.5.4"
+ME_SHA256="b1879c00d0b0b1d30ba622cce239886a7e3c78ee9da1064cdfe2f64c2ab15f94"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+CACHE="${T4P_CACHE:-$HOME/.cache/t4p}"
+START=$SECONDS
+
+say() { echo "[build_minkowski] $*"; }
+
+torch_version="$("$PY" -c 'import torch; print(torch.__version__.split("+")[0])')"
+py_version="$("$PY" -c 'import sys; print(f"cp{sys.version_info.major}{sys.version_info.minor}")')"
+# The build recipe that changes the binary: the patch set and the setup.py flags (below).
+BUILD_RECIPE="bdist_wheel --blas=openblas; NVTX_DISABLE"
+patch_hash="$( (cat "$HERE/patch_minkowski.py"; echo "$BUILD_RECIPE") | sha256sum | cut -c1-12)"
+
+# CUDA only where both a toolkit and a GPU are present (T4P_ME_CUDA=0 forces a CPU build).
+flavour="cpu"
+if [[ "${T4P_ME_CUDA:-auto}" != "0" ]] && command -v nvcc >/dev/null 2>&1 && command -v nvidia-smi >/dev/null 2>&1 \
+    && nvidia-smi -L >/dev/null 2>&1; then
+  cuda_version="$(nvcc --version | sed -n 's/.*release \([0-9.]*\).*/\1/p')"
+  archs="${TORCH_CUDA_ARCH_LIST:-$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | sort -u | paste -sd';')}"
+  flavour="cu${cuda_version}-sm${archs//[;. ]/_}"
+fi
+key="me${ME_VERSION}-torch${torch_version}-${py_version}-${flavour}-p${patch_hash}"
+wheel_dir="$CACHE/wheels/$key"
+stamp=".venv/.minkowski-$key"
+
+if [[ -f "$stamp" ]] && "$PY" -c 'import MinkowskiEngine' >/dev/null 2>&1; then
+  say "MinkowskiEngine $ME_VERSION already installed ($key)"
+  exit 0
+fi
+
+install_cached_wheel() {
+  local wheel
+  wheel="$(ls "$wheel_dir"/MinkowskiEngine-*.whl 2>/dev/null | head -n1 || true)"
+  [[ -n "$wheel" ]] || return 1
+  say "installing cached wheel $(basename "$wheel") ($key)"
+  "$PY" -m pip install --quiet --no-deps --force-reinstall "$wheel"
+  "$PY" -W ignore -c 'import MinkowskiEngine' >/dev/null
+  rm -f .venv/.minkowski-*
+  touch "$stamp"
+  say "done in $((SECONDS - START)) s"
+}
+
+install_cached_wheel && exit 0
+
+# ---------------------------------------------------------------- build from the sdist
+ensure_openblas() {
+  if [[ -e /usr/include/x86_64-linux-gnu/cblas.h || -e /usr/include/cblas.h || -e /usr/include/openblas/cblas.h ]] \
+      || dpkg -s libopenblas-dev >/dev/null 2>&1; then
+    return 0
+  fi
+  say "installing libopenblas-dev (system package, needed to build and run MinkowskiEngine)"
+  local sudo=""
+  [[ "$(id -u)" != "0" ]] && sudo="sudo"
+  $sudo apt-get install -y libopenblas-dev >/dev/null 2>&1 \
+    || { $sudo apt-get update >/dev/null 2>&1 && $sudo apt-get install -y libopenblas-dev >/dev/null 2>&1; }
+}
+
+build() {
+  local work sdist_dir log
+  work="$(mktemp -d)"
+  log="$CACHE/logs/minkowski-$key.log"
+  mkdir -p "$CACHE/logs" "$CACHE/sdist" "$wheel_dir"
+  : > "$log"
+  trap 'rm -rf "$work"' RETURN
+
+  ensure_openblas || { say "cannot install libopenblas-dev (apt-get failed)"; return 1; }
+  sdist_dir="$CACHE/sdist"
+  if [[ ! -f "$sdist_dir/MinkowskiEngine-$ME_VERSION.tar.gz" ]]; then
+    say "downloading the MinkowskiEngine $ME_VERSION source distribution"
+    # pip reads the sdist's metadata by running setup.py, which needs torch, BLAS and the
+    # stdlib distutils (numpy.distutils breaks with current setuptools otherwise).
+    SETUPTOOLS_USE_DISTUTILS=stdlib "$PY" -m pip download --quiet --no-deps --no-build-isolation \
+      --no-binary :all: "MinkowskiEngine==$ME_VERSION" -d "$work/dl" >>"$log" 2>&1 || return 1
+    mv "$work/dl/MinkowskiEngine-$ME_VERSION.tar.gz" "$sdist_dir/"
+  fi
+  echo "$ME_SHA256  $sdist_dir/MinkowskiEngine-$ME_VERSION.tar.gz" | sha256sum -c --quiet >>"$log" 2>&1 \
+    || { say "checksum mismatch for the cached sdist"; rm -f "$sdist_dir/MinkowskiEngine-$ME_VERSION.tar.gz"; return 1; }
+
+  tar xzf "$sdist_dir/MinkowskiEngine-$ME_VERSION.tar.gz" -C "$work"
+  local tree="$work/MinkowskiEngine-$ME_VERSION"
+  "$PY" "$HERE/patch_minkowski.py" "$tree" | tee -a "$log"
+
+  local flags=(--blas=openblas)
+  if [[ "$flavour" == cpu ]]; then
+    flags+=(--cpu_only)
+  else
+    flags+=(--force_cuda)
+    export TORCH_CUDA_ARCH_LIST="${archs//_/.}"
+    export NVCC_APPEND_FLAGS="${NVCC_APPEND_FLAGS:-} -DNVTX_DISABLE"
+  fi
+  say "compiling ($flavour, MAX_JOBS=${MAX_JOBS:-2}); this takes ~7 min on 2 cores (CPU), 25-40 min (CUDA); log: $log"
+  (cd "$tree" && MAX_JOBS="${MAX_JOBS:-2}" "$PY" setup.py bdist_wheel "${flags[@]}" -d "$work/wheel") >>"$log" 2>&1 \
+    || return 1
+  mv "$work"/wheel/MinkowskiEngine-*.whl "$wheel_dir/"
+  say "built $(basename "$(ls "$wheel_dir"/MinkowskiEngine-*.whl)") in $((SECONDS - START)) s"
+}
+
+if build && install_cached_wheel; then
+  exit 0
+fi
+log="$CACHE/logs/minkowski-$key.log"
+say "WARNING: MinkowskiEngine build failed; the 'torch' sparse backend still works."
+say "cause (last lines of $log):"
+tail -n 15 "$log" 2>/dev/null | sed 's/^/    /' || true
+exit 0
