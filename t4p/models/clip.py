@@ -1,0 +1,455 @@
+"""CLIP through open_clip: loading (never downloading), dense image features (Eq. 1), fixed text.
+
+``model.clip.weights`` selects the weights:
+
+- ``"random-tiny"`` (the embedded default): a small CLIP-architecture model (ModifiedResNet image
+  tower with one bottleneck per stage, one-layer text transformer) with random weights drawn
+  from a fixed seed, so every process builds the same model. It ignores ``model.clip.arch``.
+  Every load logs "RANDOM WEIGHTS" at WARNING level and ``describe()`` says so.
+- ``"random"``: open_clip's ``model.clip.arch`` (e.g. RN50) with seeded random weights; also labelled.
+- a path to a file: OpenAI's TorchScript archive (read by open_clip's ``load_openai_model`` only),
+  or a state dict (``torch.load(weights_only=True)``): an open_clip training checkpoint
+  (``{"state_dict": ...}``) or a bare state dict for ``model.clip.arch``; a bare state dict whose
+  shapes do not fit the arch is read as an OpenAI-format state dict (architecture inferred from
+  the shapes by open_clip's ``build_model_from_openai_state_dict``, weights rounded to fp16 as
+  OpenAI's are).
+- anything else: an open_clip pretrained tag for ``model.clip.arch`` (``openai``, ``yfcc15m``, ...)
+  resolved from the local caches only (``~/.cache/clip`` for URL downloads, the Hugging Face hub
+  cache, ``model.clip.cache_dir``). Nothing is ever downloaded.
+
+The image encoder is used densely (Eq. 1): the attention pool's multi-head self-attention runs
+over the mean token and *all* positions of the last ResNet feature map and every position's
+output is kept, (B, d, h, w). The pool's positional embedding (7x7+1 for 224 input) is
+interpolated bicubically to the actual grid (as DenseCLIP does) and cached per grid size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+TINY_ARCH = "t4p-tiny"
+RANDOM_SEED = 20240601  # fixed: every process builds the same random CLIP
+# The tiny CLIP: head_width 64 and text heads = width // 64 so that it survives open_clip's
+# OpenAI-format loader (which infers heads that way); quick_gelu as OpenAI's models.
+TINY_CFG: dict[str, Any] = {
+    "embed_dim": 64,
+    "quick_gelu": True,
+    "vision_cfg": {"layers": [1, 1, 1, 1], "width": 8, "head_width": 64, "image_size": 224},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 1},
+}
+RANDOM_LABEL = "RANDOM WEIGHTS"
+
+
+class ClipWeightsError(FileNotFoundError):
+    """CLIP weights are missing, unreadable or do not fit the configured architecture."""
+
+
+@dataclass
+class ClipBundle:
+    """A frozen open_clip CLIP model plus what caches and reports need to know about it."""
+
+    model: CLIP
+    is_random: bool
+    embed_dim: int  # d: output width of the image attention pool and of the text projection
+    weights_id: str  # stable id of the weights, for cache keys
+    arch: str
+    source: str  # what model.clip.weights said
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        if self.arch == TINY_ARCH and self.is_random:
+            return f"{RANDOM_LABEL} (tiny CLIP, not a trained model; seed {RANDOM_SEED}, d={self.embed_dim})"
+        if self.is_random:
+            return f"{RANDOM_LABEL} ({self.arch} architecture, not a trained model; seed {RANDOM_SEED})"
+        return f"CLIP {self.arch} from {self.source} (weights {self.weights_id})"
+
+    @property
+    def context_length(self) -> int:
+        return int(self.model.context_length)
+
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        """(K,) strings -> (K, context_length) int64 token ids (CLIP's BPE tokenizer)."""
+        return open_clip.tokenize(texts, context_length=self.context_length)
+
+
+# --------------------------------------------------------------------------- building models
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """No gradients and eval mode (BatchNorm statistics and dropout fixed)."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.eval()
+
+
+def _tiny_model() -> CLIP:
+    cfg = TINY_CFG
+    return CLIP(
+        embed_dim=cfg["embed_dim"],
+        vision_cfg=CLIPVisionCfg(**cfg["vision_cfg"]),
+        text_cfg=CLIPTextCfg(**cfg["text_cfg"]),
+        quick_gelu=cfg["quick_gelu"],
+    )
+
+
+def build_architecture(arch: str, quick_gelu: bool = False) -> CLIP:
+    """An open_clip CLIP of ``arch`` (or the tiny one) with open_clip's own random initialisation."""
+    if arch == TINY_ARCH:
+        return _tiny_model()
+    if arch not in open_clip.list_models():
+        raise ClipWeightsError(
+            f"model.clip.arch={arch!r}: not an open_clip architecture; expected {TINY_ARCH!r} or one of "
+            f"{[m for m in open_clip.list_models() if m.startswith('RN')]} (ResNet CLIPs)"
+        )
+    model = open_clip.create_model(arch, force_quick_gelu=quick_gelu)
+    if not isinstance(model, CLIP) or not hasattr(model.visual, "attnpool"):
+        raise ClipWeightsError(f"model.clip.arch={arch!r}: Eq. 1 needs a ResNet CLIP with an attention pool")
+    return model
+
+
+def random_model(arch: str, seed: int = RANDOM_SEED) -> CLIP:
+    """Deterministic random weights: the same seed gives the same model in every process."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_architecture(arch)
+
+
+def _embed_dim(model: CLIP) -> int:
+    return int(model.visual.attnpool.c_proj.out_features)
+
+
+# --------------------------------------------------------------------------- weights from disk
+
+
+def file_digest(path: str | Path, n_hex: int = 16) -> str:
+    """sha256 of a file's content (chunked), truncated: the weights part of every cache key."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()[:n_hex]
+
+
+def is_torchscript_archive(path: str | Path) -> bool:
+    """TorchScript archives are zip files with a ``code/`` folder and ``constants.pkl``."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+    return any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Only tensors (``weights_only=True``); unwraps ``{"state_dict": ...}`` and DDP's ``module.``."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        obj: Any = load_file(str(path))
+    else:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        kind = type(obj).__name__
+        raise ClipWeightsError(f"{path}: expected a CLIP state dict (name -> tensor), got {kind}")
+    if next(iter(obj)).startswith("module."):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    if "visual.attnpool.positional_embedding" not in obj:
+        raise ClipWeightsError(
+            f"{path}: no 'visual.attnpool.positional_embedding' key: not a ResNet CLIP state dict "
+            f"(keys start with {sorted(obj)[:5]})"
+        )
+    return obj
+
+
+def _shapes_fit(model: nn.Module, sd: dict[str, torch.Tensor]) -> bool:
+    own = model.state_dict()
+    return all(k in sd and sd[k].shape == v.shape for k, v in own.items() if k != "attn_mask")
+
+
+def load_weights_file(path: str | Path, arch: str, quick_gelu: bool = False) -> CLIP:
+    """A CLIP model from a checkpoint file (see the module docstring for the formats)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ClipWeightsError(
+            f"model.clip.weights={str(path)!r}: no such file. Supply a CLIP checkpoint "
+            f"(OpenAI's RN50.pt or an open_clip state dict) or use model.clip.weights=random-tiny"
+        )
+    try:
+        if is_torchscript_archive(path):
+            # OpenAI's archive: only open_clip's loader reads it (rebuilds a plain nn.Module).
+            return open_clip.load_openai_model(str(path), precision="fp32", device="cpu")
+        sd = _read_state_dict(path)
+        model = build_architecture(arch, quick_gelu=quick_gelu)
+        if "input_resolution" not in sd and _shapes_fit(model, sd):
+            open_clip.load_checkpoint(model, str(path), strict=True, weights_only=True)
+            return model
+        log.warning(
+            "%s: shapes do not fit model.clip.arch=%r; reading it as an OpenAI-format state dict "
+            "(architecture inferred from the tensors, QuickGELU, weights rounded to fp16)", path, arch
+        )
+        sd = {k: v for k, v in sd.items() if k != "attn_mask"}
+        return open_clip.build_model_from_openai_state_dict(sd, quick_gelu=True).float()
+    except ClipWeightsError:
+        raise
+    except Exception as e:  # corrupt archive, truncated pickle, wrong tensors: name the file
+        raise ClipWeightsError(
+            f"model.clip.weights={str(path)!r}: cannot read a CLIP checkpoint from this file "
+            f"({type(e).__name__}: {e})"
+        ) from e
+
+
+def _tag_candidates(arch: str, tag: str, cache_dir: str) -> list[tuple[Path, str]]:
+    """Where a pretrained tag's file would be if the user has it: (path, "openai"|"open_clip")."""
+    cfg = open_clip.get_pretrained_cfg(arch, tag)
+    out: list[tuple[Path, str]] = []
+    url = cfg.get("url", "")
+    if url:
+        kind = "openai" if "openaipublic" in url else "open_clip"
+        for d in [cache_dir, os.path.expanduser("~/.cache/clip")]:
+            if d:
+                out.append((Path(d) / os.path.basename(url), kind))
+    hub = cfg.get("hf_hub", "")
+    if hub:
+        try:
+            from huggingface_hub import constants, try_to_load_from_cache  # local lookups only, no network
+        except ImportError:
+            return out
+        repo, filename = (hub.rstrip("/"), "") if hub.endswith("/") else os.path.split(hub)
+        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        for d in [cache_dir, constants.HF_HUB_CACHE]:
+            for name in names if d else []:
+                hit = try_to_load_from_cache(repo, name, cache_dir=d)
+                shown = Path(hit) if isinstance(hit, str) else Path(f"{d} (hf-hub {repo}/{name})")
+                out.append((shown, "open_clip"))
+    return out
+
+
+def load_pretrained_tag(arch: str, tag: str, cache_dir: str = "") -> tuple[CLIP, Path]:
+    """Resolve an open_clip pretrained tag from local caches only; never downloads."""
+    cfg = open_clip.get_pretrained_cfg(arch, tag)
+    if not cfg:
+        raise ClipWeightsError(
+            f"model.clip.weights={tag!r}: not a file and not an open_clip pretrained tag for "
+            f"model.clip.arch={arch!r} (tags: {open_clip.list_pretrained_tags_by_model(arch)}); "
+            f"use a checkpoint path, 'random' or 'random-tiny'"
+        )
+    looked = []
+    for path, kind in _tag_candidates(arch, tag, cache_dir):
+        looked.append(str(path))
+        if path.is_file():
+            log.info("CLIP %s/%s: using cached weights %s", arch, tag, path)
+            if kind == "openai" or is_torchscript_archive(path):
+                return load_weights_file(path, arch), path
+            return load_weights_file(path, arch, quick_gelu=bool(cfg.get("quick_gelu", False))), path
+    raise ClipWeightsError(
+        f"model.clip.weights={tag!r}: CLIP {arch} weights for tag {tag!r} are not on this machine and "
+        f"nothing is downloaded at run time. Looked in: {looked}. Supply the file with "
+        f"model.clip.weights=/path/to/{arch}.pt (OpenAI's archive or an open_clip state dict)"
+    )
+
+
+def _looks_like_path(weights: str) -> bool:
+    return os.sep in weights or weights.startswith("~") or Path(weights).suffix in (
+        ".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+
+
+def load_clip(clip_cfg: Any) -> ClipBundle:
+    """``model.clip`` -> a frozen CLIP bundle. Random weights are logged at WARNING level."""
+    weights, arch = clip_cfg.weights, clip_cfg.arch
+    extra: dict[str, Any] = {}
+    if weights in ("random-tiny", "random"):
+        arch = TINY_ARCH if weights == "random-tiny" else arch
+        model = random_model(arch)
+        cfg_hash = hashlib.sha256(json.dumps(TINY_CFG if arch == TINY_ARCH else arch).encode()).hexdigest()
+        weights_id = f"random-{arch}-{RANDOM_SEED}-{cfg_hash[:8]}"
+        bundle = ClipBundle(freeze(model), True, _embed_dim(model), weights_id, arch, weights)
+        log.warning("CLIP image/text encoders: %s", bundle.describe())
+        return bundle
+    if _looks_like_path(weights) or Path(weights).expanduser().is_file():
+        path = Path(weights).expanduser()
+        model = load_weights_file(path, arch)
+    else:
+        model, path = load_pretrained_tag(arch, weights, getattr(clip_cfg, "cache_dir", ""))
+        extra["resolved_path"] = str(path)
+    if not hasattr(model.visual, "attnpool"):
+        raise ClipWeightsError(f"model.clip.weights={weights!r}: not a ResNet CLIP (no attention pool)")
+    weights_id = f"{arch}-{file_digest(path)}"
+    bundle = ClipBundle(freeze(model), False, _embed_dim(model), weights_id, arch, weights, extra)
+    log.info("CLIP: %s", bundle.describe())
+    return bundle
+
+
+# --------------------------------------------------------------------------- dense image features
+
+
+def interpolate_pos_embed(pos: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """(1 + s*s, C) positional table -> (1 + h*w, C): bicubic over the s x s grid, global row kept."""
+    h, w = grid
+    n = pos.shape[0] - 1
+    s = int(round(n**0.5))
+    if s * s != n:
+        raise ValueError(f"attention pool positional embedding has {n} grid rows: not a square")
+    if (h, w) == (s, s):
+        return pos
+    spatial = pos[1:].reshape(s, s, -1).permute(2, 0, 1)[None].float()  # (1, C, s, s)
+    spatial = F.interpolate(spatial, size=(h, w), mode="bicubic", align_corners=False)  # (1, C, h, w)
+    spatial = spatial[0].permute(1, 2, 0).reshape(h * w, -1).to(pos.dtype)  # (h*w, C)
+    return torch.cat([pos[:1], spatial], dim=0)
+
+
+class DenseImageEncoder(nn.Module):
+    """Frozen ResNet CLIP image tower used densely (Eq. 1): ``(B, 3, H, W) -> (B, d, h, w)``.
+
+    ``mode="attnpool"`` (the paper): [h, h_g] = MSA(Concat(x, x_g)) with the pool's q/k/v/c_proj
+    over all h*w positions plus the mean token x_g, positional embedding interpolated to (h, w).
+    ``mode="maskclip"``: MaskCLIP's value-only shortcut, c_proj(v_proj(x)) per position (no
+    positional embedding, no attention).
+    """
+
+    def __init__(self, bundle: ClipBundle, mode: Literal["attnpool", "maskclip"] = "attnpool",
+                 fp16: bool = True) -> None:
+        super().__init__()
+        if mode not in ("attnpool", "maskclip"):
+            raise ValueError(f"model.clip.dense_mode={mode!r}: expected 'attnpool' or 'maskclip'")
+        self.visual = freeze(bundle.model.visual)
+        self.mode = mode
+        self.fp16 = fp16  # only on CUDA
+        self.embed_dim = bundle.embed_dim
+        self.cache_id = f"{bundle.weights_id}-{mode}"  # key for FeatureCache
+        self._pos_cache: dict[tuple, torch.Tensor] = {}
+
+    def train(self, mode: bool = True) -> DenseImageEncoder:
+        super().train(mode)
+        self.visual.eval()  # frozen: BatchNorm statistics never update
+        return self
+
+    def pos_embed(self, grid: tuple[int, int], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """(1 + h*w, C) interpolated table, computed once per grid size, device and dtype."""
+        key = (grid, device, dtype)
+        if key not in self._pos_cache:
+            pos = self.visual.attnpool.positional_embedding.detach()
+            self._pos_cache[key] = interpolate_pos_embed(pos, grid).to(device=device, dtype=dtype)
+        return self._pos_cache[key]
+
+    def feature_map(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, C, h, w) last ResNet stage (C = 2048 for RN50, stride 32)."""
+        v = self.visual
+        x = v.stem(images.to(v.conv1.weight.dtype))
+        return v.layer4(v.layer3(v.layer2(v.layer1(x))))
+
+    def attend(self, x: torch.Tensor) -> torch.Tensor:
+        """Eq. 1 over (B, C, h, w) -> (B, 1 + h*w, d): token 0 is h_g, tokens 1.. are h (row-major)."""
+        pool = self.visual.attnpool
+        b, c, h, w = x.shape
+        tokens = x.flatten(2).transpose(1, 2)  # (B, h*w, C)
+        tokens = torch.cat([tokens.mean(dim=1, keepdim=True), tokens], dim=1)  # (B, 1+h*w, C)
+        tokens = tokens + self.pos_embed((h, w), x.device, tokens.dtype)[None]
+        heads = pool.num_heads
+
+        def split(t: torch.Tensor) -> torch.Tensor:  # (B, L, C) -> (B, heads, L, C/heads)
+            return t.reshape(b, -1, heads, c // heads).transpose(1, 2)
+
+        q, k, v = (split(proj(tokens)) for proj in (pool.q_proj, pool.k_proj, pool.v_proj))
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, 1+h*w, C/heads)
+        out = out.transpose(1, 2).reshape(b, -1, c)  # (B, 1+h*w, C)
+        return pool.c_proj(out)  # (B, 1+h*w, d)
+
+    def value_shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        """MaskCLIP: (B, C, h, w) -> (B, h*w, d) = c_proj(v_proj(x)) per position."""
+        pool = self.visual.attnpool
+        return pool.c_proj(pool.v_proj(x.flatten(2).transpose(1, 2)))
+
+    @torch.no_grad()
+    def forward_with_global(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, H, W) -> dense (B, d, h, w) float32, global (B, d) float32 (open_clip's attnpool output)."""
+        use_fp16 = self.fp16 and images.is_cuda
+        with torch.autocast("cuda", dtype=torch.float16, enabled=use_fp16):
+            x = self.feature_map(images)  # (B, C, h, w)
+            tokens = self.attend(x)  # (B, 1+h*w, d)
+            dense = self.value_shortcut(x) if self.mode == "maskclip" else tokens[:, 1:]
+        b, _, h, w = x.shape
+        dense = dense.float().transpose(1, 2).reshape(b, -1, h, w)  # (B, d, h, w)
+        return dense, tokens[:, 0].float()
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) normalised with CLIP's mean/std -> (B, d, h, w), h = ceil-free H // 32."""
+        use_fp16 = self.fp16 and images.is_cuda
+        with torch.autocast("cuda", dtype=torch.float16, enabled=use_fp16):
+            x = self.feature_map(images)  # (B, C, h, w)
+            dense = self.value_shortcut(x) if self.mode == "maskclip" else self.attend(x)[:, 1:]
+        b, _, h, w = x.shape
+        return dense.float().transpose(1, 2).reshape(b, -1, h, w)  # (B, d, h, w)
+
+
+# --------------------------------------------------------------------------- fixed text embeddings
+
+_TEXT_MEMORY: dict[tuple[str, tuple[str, ...], str], torch.Tensor] = {}
+
+
+def _text_cache_file(cache_dir: str | Path, weights_id: str, names: tuple[str, ...], template: str) -> Path:
+    key = hashlib.sha256(json.dumps([weights_id, list(names), template]).encode()).hexdigest()[:20]
+    return Path(cache_dir).expanduser() / "text" / f"{weights_id}-{key}.npy"
+
+
+@torch.no_grad()
+def encode_prompts(bundle: ClipBundle, prompts: list[str]) -> torch.Tensor:
+    """(K,) prompt strings -> (K, d) float32 with open_clip's own ``encode_text`` (not normalised)."""
+    device = next(bundle.model.parameters()).device
+    return bundle.model.encode_text(bundle.tokenize(prompts).to(device)).float().cpu()
+
+
+class FixedTextEmbeddings(nn.Module):
+    """``forward() -> (K, d)``: frozen CLIP text features of ``template.format(name)``, computed once.
+
+    Reused from an in-process dict and, with ``cache_dir``, from ``<cache_dir>/text/*.npy``, keyed
+    by (weights_id, names, template).
+    """
+
+    def __init__(self, bundle: ClipBundle, names: tuple[str, ...] | list[str],
+                 template: str = "point cloud of {}.", cache_dir: str | Path | None = None) -> None:
+        super().__init__()
+        if "{}" not in template:
+            raise ValueError(f"model.clip.template={template!r}: must contain '{{}}' for the class name")
+        names = tuple(names)
+        self.names, self.template = names, template
+        key = (bundle.weights_id, names, template)
+        emb = _TEXT_MEMORY.get(key)
+        path = _text_cache_file(cache_dir, *key) if cache_dir else None
+        if emb is None and path is not None and path.is_file():
+            emb = torch.from_numpy(np.load(path))
+        if emb is None:
+            emb = encode_prompts(bundle, [template.format(n) for n in names])  # (K, d)
+            if path is not None:
+                atomic_save_npy(path, emb.numpy())
+        _TEXT_MEMORY[key] = emb
+        self.register_buffer("embeddings", emb.clone(), persistent=False)  # (K, d)
+
+    def forward(self) -> torch.Tensor:
+        return self.embeddings
+
+
+def atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, array)
+    os.replace(tmp, path)
