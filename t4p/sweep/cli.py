@@ -1,0 +1,89 @@
+"""Command-line pieces shared by ``sweeps/ablation.py`` and ``sweeps/search.py``.
+
+Every flag is a shorthand for a ``sweep.*`` (or ``tracking.*``) config key; positional
+``KEY=VALUE`` arguments override any key of the fine-tuning config, and ``pretrain.KEY=VALUE``
+any key of the pre-training config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from t4p.config import Config, to_flat_dict
+from t4p.recipes import get_recipe
+
+# flag -> (config key, help)
+SWEEP_FLAGS = {
+    "--experiment": ("sweep.experiment", "MLflow experiment and Tune experiment prefix"),
+    "--rows": ("sweep.rows", "comma-separated ablation rows (T5-1..T5-5, T6, C)"),
+    "--seeds": ("sweep.seeds", "comma-separated seeds"),
+    "--workers-per-trial": ("sweep.workers_per_trial", "DDP workers per trial"),
+    "--gpus-per-trial": ("sweep.gpus_per_trial", "GPUs per trial (fractions allowed), split over its workers"),
+    "--cpus-per-worker": ("sweep.cpus_per_worker", "CPUs per DDP worker (fractions allowed)"),
+    "--max-concurrent": ("sweep.max_concurrent", "trials running at once"),
+    "--trials": ("sweep.trials", "number of search trials"),
+    "--storage-path": ("sweep.storage_path", "Ray storage (shared storage on a multi-node cluster)"),
+    "--stage-store": ("sweep.stage_store", "pre-training checkpoints by hash, reused across sweeps"),
+    "--max-failures": ("sweep.max_failures", "retries of a failed worker group / trial"),
+    "--tracking-uri": ("tracking.uri", "MLflow tracking URI (default $MLFLOW_TRACKING_URI or ./mlruns/mlflow.db)"),
+}
+
+
+def add_common_args(parser: argparse.ArgumentParser, recipe: str, pretrain_recipe: str | None) -> None:
+    parser.add_argument("--recipe", default=recipe, help=f"fine-tuning recipe (default {recipe})")
+    if pretrain_recipe:
+        parser.add_argument("--pretrain-recipe", default=pretrain_recipe,
+                            help=f"pre-training recipe (default {pretrain_recipe})")
+    for flag, (key, text) in SWEEP_FLAGS.items():
+        parser.add_argument(flag, default=None, help=f"{text} [{key}]")
+    parser.add_argument("--resume", action="store_true", help="continue the last interrupted sweep [sweep.resume]")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and estimate only [sweep.dry_run]")
+    parser.add_argument("--step-time", type=float, default=0.5,
+                        help="seconds per training step for the --dry-run estimate (measure with bench/)")
+    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="any config key, e.g. optim.lr=0.05; pretrain.KEY=VALUE for the pre-training")
+
+
+def split_overrides(items: list[str]) -> tuple[list[str], list[str]]:
+    ft, pt = [], []
+    for item in items:
+        (pt if item.startswith("pretrain.") else ft).append(item.removeprefix("pretrain."))
+    return ft, pt
+
+
+def flag_overrides(args: argparse.Namespace) -> list[str]:
+    out = []
+    for flag, (key, _text) in SWEEP_FLAGS.items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            out.append(f"{key}={value}")
+    if args.resume:
+        out.append("sweep.resume=true")
+    if args.dry_run:
+        out.append("sweep.dry_run=true")
+    return out
+
+
+def build_configs(args: argparse.Namespace, extra: list[str] = ()) -> tuple[Config, Config | None]:
+    """Fine-tuning config (recipe + extra + flags + overrides) and pre-training config (or None)."""
+    ft_over, pt_over = split_overrides(args.overrides)
+    ft = get_recipe(args.recipe, [*extra, *ft_over, *flag_overrides(args)])
+    pt = None
+    if getattr(args, "pretrain_recipe", None):
+        shared = [f"{k}={_text(v)}" for k, v in to_flat_dict(ft).items() if k.startswith(("sweep.", "tracking."))]
+        pt = get_recipe(args.pretrain_recipe, [*shared, *pt_over])
+    return ft, pt
+
+
+def _text(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")

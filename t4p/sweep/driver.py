@@ -1,0 +1,239 @@
+"""The sweep driver: Ray start-up, the pre-training phase, the fine-tuning grid, resume, report.
+
+``run_ablation`` is what ``sweeps/ablation.py`` calls:
+
+1. resolve the MLflow URI to an absolute one and open (or on ``--resume`` reopen) the sweep's
+   parent run, *before* Ray starts;
+2. plan: rows x seeds and the distinct pre-trainings they need (``t4p.sweep.plan``);
+3. phase 1: the pre-trainings missing from ``sweep.stage_store``, one Tune trial each
+   (a Ray Train fit + an MLflow child run tagged ``stage=pretrain``), committed to the store;
+4. phase 2: the fine-tuning grid as one Tune experiment (``grid_search`` over row and seed),
+   each trial loading its pre-training by key through ``finetune.init``;
+5. the report (Markdown, CSV, PNG) logged to the parent run.
+
+An interrupted sweep (SIGINT, SIGKILL, lost head) is continued with ``--resume``: the sweep id
+and its configs are read back from ``<storage>/t4p_sweeps/<experiment>.json``, Tune restores the
+grid (finished trials are not rerun), and every MLflow run is reopened rather than duplicated.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+
+import ray
+import ray.tune
+from ray import tune
+
+from t4p.config import Config, from_flat_dict, to_flat_dict
+from t4p.sweep.plan import Plan, describe, plan_ablation
+from t4p.sweep.stages import StageStore
+from t4p.sweep.trial import SweepContext, finetune_trainable, pretrain_trainable
+from t4p.tracking import Tracker, dump_json, resolve_uri, run_tags
+
+log = logging.getLogger(__name__)
+
+DRIVER_RESOURCE = "TRAIN_DRIVER"  # a custom resource the trial functions use instead of a CPU
+RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}  # report latency 1.5 s -> 0.14 s (STACK.md)
+
+
+# --------------------------------------------------------------------------- Ray
+
+
+def init_ray(num_cpus: int | None = None) -> None:
+    """Connect to the running cluster under ``ray job submit`` / ``RAY_ADDRESS``, else start local Ray.
+
+    Local Ray packs trials onto the cores: each trial function holds one unit of the custom
+    ``TRAIN_DRIVER`` resource instead of a CPU, so its workers get the CPUs. The dashboard is on
+    (Tune's early-stopped trials otherwise leak their placement groups) and bound to 127.0.0.1.
+    """
+    for key, value in RAY_ENV.items():
+        os.environ.setdefault(key, value)
+    if ray.is_initialized():
+        return
+    env_vars = {k: os.environ[k] for k in RAY_ENV}
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], runtime_env={"env_vars": env_vars})
+        return
+    ray.init(
+        num_cpus=num_cpus or os.cpu_count(),
+        resources={DRIVER_RESOURCE: 8},
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        runtime_env={"env_vars": env_vars},
+        log_to_driver=True,
+    )
+
+
+def trial_resources() -> dict[str, float]:
+    if ray.cluster_resources().get(DRIVER_RESOURCE, 0) > 0:
+        return {DRIVER_RESOURCE: 1}
+    return {"CPU": 0.1}  # a cluster without the custom resource: a sliver of a CPU per trial function
+
+
+# --------------------------------------------------------------------------- sweep state
+
+
+def _abs(path: str, default: str) -> str:
+    return str(Path(path or default).resolve())
+
+
+def resolve_paths(cfg: Config) -> Config:
+    """Absolute ``sweep.storage_path`` and ``sweep.stage_store`` (trials run in other directories)."""
+    cfg.sweep.storage_path = _abs(cfg.sweep.storage_path, "ray_results")
+    cfg.sweep.stage_store = _abs(cfg.sweep.stage_store, "t4p_stages")
+    return cfg
+
+
+def _state_file(cfg: Config) -> Path:
+    return Path(cfg.sweep.storage_path) / "t4p_sweeps" / f"{cfg.sweep.experiment}.json"
+
+
+def save_state(cfg: Config, ctx: SweepContext, extra: dict) -> None:
+    path = _state_file(cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"context": asdict(ctx), **extra}, default=list, indent=1))
+    os.replace(tmp, path)
+
+
+def load_state(cfg: Config) -> dict:
+    path = _state_file(cfg)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"--resume: no interrupted sweep of experiment {cfg.sweep.experiment!r} at {path}"
+        )
+    return json.loads(path.read_text())
+
+
+def new_sweep_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def open_parent(tracker: Tracker | None, ctx: SweepContext, cfg: Config, kind: str, extra_tags: dict) -> None:
+    if tracker is None:
+        return
+    ctx.parent_run_id = tracker.open_run(f"{kind}-{ctx.sweep_id}", {"sweep_id": ctx.sweep_id, "stage": "sweep"})
+    tags = {**run_tags(cfg, stage="sweep"), "sweep_kind": kind, **extra_tags}
+    tracker.set_tags(ctx.parent_run_id, tags)
+    tracker.log_config(ctx.parent_run_id, cfg)
+
+
+def close_children(tracker: Tracker, ctx: SweepContext) -> int:
+    """Children still RUNNING after the driver's Tune run ended belong to killed trials: mark them."""
+    n = 0
+    for run in tracker.find_runs(sweep_id=ctx.sweep_id):
+        if run.info.status == "RUNNING" and run.info.run_id != ctx.parent_run_id:
+            tracker.finish(run.info.run_id, "KILLED")
+            n += 1
+    return n
+
+
+# --------------------------------------------------------------------------- Tune runs
+
+
+def run_tune(trainable, ctx: SweepContext, cfg: Config, name: str, param_space: dict, resume: bool,
+             tune_config: tune.TuneConfig | None = None):
+    """Run (or restore) one Tune experiment of function trainables that each fit a TorchTrainer."""
+    fn = tune.with_resources(tune.with_parameters(trainable, sweep=ctx), trial_resources())
+    path = Path(cfg.sweep.storage_path) / name
+    if resume and tune.Tuner.can_restore(str(path)):
+        log.info("restoring Tune experiment %s", path)
+        tuner = tune.Tuner.restore(str(path), trainable=fn, resume_unfinished=True, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            fn,
+            param_space=param_space,
+            tune_config=tune_config or tune.TuneConfig(max_concurrent_trials=cfg.sweep.max_concurrent),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=cfg.sweep.storage_path,
+                failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures),
+                verbose=1,
+            ),
+        )
+    return tuner.fit()
+
+
+def _all_done(results) -> bool:
+    return results.num_errors == 0 and results.num_terminated == len(results)
+
+
+def build_context(ft_cfg: Config, plan: Plan, sweep_id: str, uri: str | None) -> SweepContext:
+    return SweepContext(
+        sweep_id=sweep_id,
+        experiment=ft_cfg.tracking.experiment or ft_cfg.sweep.experiment,
+        storage_path=ft_cfg.sweep.storage_path,
+        stage_store=ft_cfg.sweep.stage_store,
+        finetune_base=to_flat_dict(ft_cfg),
+        tracking_uri=uri,
+        stages={k: to_flat_dict(s.cfg) for k, s in plan.stages.items()},
+        trial_stages={f"{t.row}-s{t.seed}": t.stage for t in plan.trials if t.stage},
+    )
+
+
+def run_ablation(ft_cfg: Config, pt_cfg: Config, *, step_time_s: float = 0.5, num_cpus: int | None = None,
+                 report: bool = True) -> dict:
+    """The ablation sweep (see the module docstring). Returns a summary dict."""
+    ft_cfg = resolve_paths(ft_cfg)
+    store = StageStore(ft_cfg.sweep.stage_store)
+    resume = ft_cfg.sweep.resume
+    if resume:
+        state = load_state(ft_cfg)
+        ft_cfg = from_flat_dict(state["context"]["finetune_base"])
+        ft_cfg.sweep.resume = True
+        pt_cfg = from_flat_dict(state["pretrain_base"])
+    plan = plan_ablation(ft_cfg, pt_cfg, store)
+    print(describe(plan, step_time_s), flush=True)
+    if ft_cfg.sweep.dry_run:
+        return {"plan": plan, "dry_run": True}
+
+    uri = resolve_uri(ft_cfg) if ft_cfg.tracking.enabled else None  # absolute, before Ray starts
+    sweep_id = state["context"]["sweep_id"] if resume else new_sweep_id()
+    ctx = build_context(ft_cfg, plan, sweep_id, uri)
+    tracker = Tracker(uri, ctx.experiment) if uri else None
+    open_parent(tracker, ctx, ft_cfg, "ablation", {
+        "rows": ",".join(ft_cfg.sweep.rows), "seeds": ",".join(map(str, ft_cfg.sweep.seeds)),
+        "stages_needed": len(plan.stages), "stages_reused": len(plan.stages) - len(plan.stages_to_run),
+    })
+    save_state(ft_cfg, ctx, {"pretrain_base": to_flat_dict(pt_cfg), "kind": "ablation"})
+    if tracker:
+        tracker.log_text(ctx.parent_run_id, describe(plan, step_time_s), "plan.txt")
+
+    init_ray(num_cpus)
+    t0 = time.time()
+    done = True
+    if plan.stages_to_run:
+        keys = [s.key for s in plan.stages_to_run]
+        res = run_tune(pretrain_trainable, ctx, ft_cfg, f"{sweep_id}-pretrain-{uuid.uuid4().hex[:4]}",
+                       {"stage": tune.grid_search(keys)}, resume=False)
+        done = _all_done(res) and all(store.has(k) for k in keys)
+    t_pre = time.time() - t0
+    if done:
+        space = {"row": tune.grid_search(list(ft_cfg.sweep.rows)),
+                 "seed": tune.grid_search(list(ft_cfg.sweep.seeds))}
+        res = run_tune(finetune_trainable, ctx, ft_cfg, f"{sweep_id}-finetune", space, resume=resume)
+        done = _all_done(res)
+    summary = {"sweep_id": sweep_id, "parent_run_id": ctx.parent_run_id, "completed": done,
+               "pretrain_s": t_pre, "total_s": time.time() - t0, "plan": plan, "tracking_uri": uri}
+    if tracker:
+        killed = close_children(tracker, ctx)
+        if killed:
+            log.warning("%d trial runs were left RUNNING by killed trials: marked KILLED", killed)
+        if done and report:
+            from t4p.sweep.report import write_report
+
+            summary["report"] = write_report(tracker, ctx.parent_run_id, Path(ft_cfg.sweep.storage_path)
+                                             / "reports" / sweep_id)
+        tracker.finish(ctx.parent_run_id, "FINISHED" if done else "KILLED")
+    log.info("sweep %s %s", sweep_id, "completed" if done else "interrupted: rerun with --resume")
+    return summary
+
+
+def summary_json(summary: dict) -> str:
+    return dump_json({k: v for k, v in summary.items() if k != "plan"})

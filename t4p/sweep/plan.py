@@ -1,0 +1,126 @@
+"""The ablation plan: which pre-trainings and fine-tunings a sweep runs (no Ray, no MLflow).
+
+A row of ``ABLATION_ROWS`` x a seed is one fine-tuning trial. Rows that need pre-training
+are keyed by ``stage_key(pre-training config, seed)``; rows with equal pre-training overrides
+share a key, so the full grid (7 rows) needs 3 distinct pre-trainings per seed, not 5.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from t4p.config import Config, apply_overrides
+from t4p.sweep.stages import StageStore, stage_key
+from t4p.train.ablation_rows import ABLATION_ROWS
+
+
+@dataclass
+class PretrainStage:
+    key: str
+    seed: int
+    rows: list[str]
+    cfg: Config
+    stored: bool
+
+
+@dataclass
+class FinetuneTrial:
+    row: str
+    seed: int
+    stage: str | None  # pre-training key, None = from scratch
+    cfg: Config  # finetune.init still empty: filled in from the store when the trial starts
+
+
+@dataclass
+class Plan:
+    trials: list[FinetuneTrial]
+    stages: dict[str, PretrainStage] = field(default_factory=dict)
+
+    @property
+    def stages_to_run(self) -> list[PretrainStage]:
+        return [s for s in self.stages.values() if not s.stored]
+
+    @property
+    def fits(self) -> int:
+        """Ray Train fits this sweep will start (pre-trainings not stored + fine-tunings)."""
+        return len(self.stages_to_run) + len(self.trials)
+
+    def pretrain_steps(self) -> int:
+        return sum(s.cfg.train.max_steps for s in self.stages_to_run)
+
+    def finetune_steps(self) -> int:
+        return sum(t.cfg.train.max_steps for t in self.trials)
+
+    def steps_saved_by_reuse(self) -> int:
+        """Pre-training steps not run: one per row that needs a stage, minus those actually run."""
+        needed = sum(s.cfg.train.max_steps * len(s.rows) for s in self.stages.values())
+        return needed - self.pretrain_steps()
+
+
+def check_rows(rows: tuple[str, ...] | list[str]) -> list[str]:
+    unknown = [r for r in rows if r not in ABLATION_ROWS]
+    if unknown:
+        raise ValueError(
+            f"sweep.rows: unknown row(s) {unknown}; expected some of {', '.join(ABLATION_ROWS)}"
+        )
+    return list(rows)
+
+
+def finetune_config(base: Config, row: str, seed: int) -> Config:
+    """The fine-tuning recipe with the row's overrides and the seed."""
+    return apply_overrides(base, [*ABLATION_ROWS[row].finetune, f"train.seed={seed}"])
+
+
+def pretrain_config(base: Config, row: str, seed: int) -> Config:
+    spec = ABLATION_ROWS[row]
+    if spec.pretrain is None:
+        raise ValueError(f"row {row!r} trains from scratch: it has no pre-training")
+    return apply_overrides(base, [*spec.pretrain, f"train.seed={seed}", "train.task=pretrain"])
+
+
+def plan_ablation(finetune_base: Config, pretrain_base: Config, store: StageStore) -> Plan:
+    """Trials for ``finetune_base.sweep.rows`` x ``.seeds`` and the distinct pre-trainings they need."""
+    rows = check_rows(finetune_base.sweep.rows)
+    plan = Plan(trials=[])
+    for seed in finetune_base.sweep.seeds:
+        for row in rows:
+            key = None
+            if ABLATION_ROWS[row].needs_pretrain:
+                pt_cfg = pretrain_config(pretrain_base, row, seed)
+                key = stage_key(pt_cfg, seed)
+                if key not in plan.stages:
+                    plan.stages[key] = PretrainStage(key, seed, [], pt_cfg, store.has(key))
+                plan.stages[key].rows.append(row)
+            plan.trials.append(FinetuneTrial(row, seed, key, finetune_config(finetune_base, row, seed)))
+    return plan
+
+
+def estimate_hours(plan: Plan, step_time_s: float, fit_overhead_s: float = 20.0) -> dict[str, float]:
+    """Device-hours of the plan: steps x seconds per step + a fixed start-up cost per fit."""
+    cfg = plan.trials[0].cfg if plan.trials else None
+    workers = cfg.sweep.workers_per_trial if cfg else 1
+    gpus = cfg.sweep.gpus_per_trial if cfg else 0.0
+    steps = plan.pretrain_steps() + plan.finetune_steps()
+    wall_h = (steps * step_time_s + plan.fits * fit_overhead_s) / 3600
+    kind = "gpu_hours" if gpus > 0 else "cpu_hours"
+    per_trial = gpus if gpus > 0 else workers * (cfg.sweep.cpus_per_worker if cfg else 1.0)
+    return {"trial_hours": wall_h, kind: wall_h * per_trial}
+
+
+def describe(plan: Plan, step_time_s: float, fit_overhead_s: float = 20.0) -> str:
+    """The ``--dry-run`` text."""
+    lines = [f"fine-tuning trials: {len(plan.trials)}"]
+    for t in plan.trials:
+        lines.append(f"  {t.row:5s} seed {t.seed}  steps {t.cfg.train.max_steps:6d}  pretrain {t.stage or '-'}")
+    lines.append(f"distinct pre-trainings: {len(plan.stages)} ({len(plan.stages_to_run)} to run)")
+    for s in plan.stages.values():
+        state = "stored" if s.stored else "to run"
+        lines.append(f"  {s.key} seed {s.seed} rows {','.join(s.rows)}: {state}")
+    lines.append(f"Ray Train fits: {plan.fits}")
+    lines.append(f"pre-training steps saved by stage reuse: {plan.steps_saved_by_reuse()}")
+    est = estimate_hours(plan, step_time_s, fit_overhead_s)
+    lines.append(
+        "estimate: " + ", ".join(f"{k} {v:.2f}" for k, v in est.items())
+        + f" (step time {step_time_s:g} s, {fit_overhead_s:g} s start-up per fit)"
+    )
+    return "\n".join(lines)
