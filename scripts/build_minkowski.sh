@@ -26,12 +26,18 @@ py_version="$("$PY" -c 'import sys; print(f"cp{sys.version_info.major}{sys.versi
 BUILD_RECIPE="bdist_wheel --blas=openblas; NVTX_DISABLE"
 patch_hash="$( (cat "$HERE/patch_minkowski.py"; echo "$BUILD_RECIPE") | sha256sum | cut -c1-12)"
 
-# CUDA only where both a toolkit and a GPU are present (T4P_ME_CUDA=0 forces a CPU build).
+# CUDA where a toolkit and a GPU are present; T4P_ME_CUDA=1 forces a CUDA build without a GPU
+# (a cluster head building for its workers: set TORCH_CUDA_ARCH_LIST), T4P_ME_CUDA=0 forces CPU.
 flavour="cpu"
-if [[ "${T4P_ME_CUDA:-auto}" != "0" ]] && command -v nvcc >/dev/null 2>&1 && command -v nvidia-smi >/dev/null 2>&1 \
-    && nvidia-smi -L >/dev/null 2>&1; then
-  cuda_version="$(nvcc --version | sed -n 's/.*release \([0-9.]*\).*/\1/p')"
-  archs="${TORCH_CUDA_ARCH_LIST:-$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | sort -u | paste -sd';')}"
+want_cuda="${T4P_ME_CUDA:-auto}"
+if [[ "$want_cuda" == auto ]] && command -v nvcc >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  want_cuda=1
+fi
+if [[ "$want_cuda" == 1 ]]; then
+  command -v nvcc >/dev/null 2>&1 || { say "error: T4P_ME_CUDA=1 but nvcc is not on PATH"; exit 1; }
+  cuda_version="$(nvcc --version | sed -n 's/.*release \([0-9.]*\),.*/\1/p')"
+  archs="${TORCH_CUDA_ARCH_LIST:-$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | sort -u | paste -sd';')}"
+  [[ -n "$archs" ]] || { say "error: set TORCH_CUDA_ARCH_LIST (no GPU visible to read it from)"; exit 1; }
   flavour="cu${cuda_version}-sm${archs//[;. ]/_}"
 fi
 key="me${ME_VERSION}-torch${torch_version}-${py_version}-${flavour}-p${patch_hash}"
