@@ -1,0 +1,46 @@
+"""The default single-process ``RunContext`` of ``t4p.train.loop.run`` (see docs/interfaces.md).
+
+The Ray Train worker supplies its own context with the same attributes (``t4p.train.worker``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+class RunContext:
+    """One process, no DDP: metrics are logged and appended to ``<out_dir>/metrics.jsonl``.
+
+    ``resume_dir``: a checkpoint directory to continue from. By default a run continues from
+    ``<out_dir>/checkpoint`` when a checkpoint is there (``resume=False`` starts afresh).
+    """
+
+    rank = 0
+    world_size = 1
+    device: torch.device | None = None
+
+    def __init__(self, out_dir: str | Path, resume: bool = True, resume_dir: str | None = None) -> None:
+        self.out_dir = Path(out_dir)
+        self.resume_dir = resume_dir
+        if resume_dir is None and resume and (self.out_dir / "checkpoint" / "checkpoint.pt").is_file():
+            self.resume_dir = str(self.out_dir / "checkpoint")
+        self.reports: list[dict[str, Any]] = []
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model
+
+    def prepare_loader(self, loader):
+        return loader
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None = None) -> None:
+        self.reports.append(dict(metrics))
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.out_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({**metrics, "checkpoint_dir": checkpoint_dir}) + "\n")

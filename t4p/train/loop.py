@@ -1,0 +1,453 @@
+"""The plain-PyTorch training loop for pre-training and semantic-segmentation fine-tuning.
+
+``run(cfg, ctx=None) -> dict`` (docs/interfaces.md). No Ray, no MLflow: a ``RunContext`` supplies
+rank/world size, model wrapping (DDP), reporting and the checkpoint to resume from.
+
+Determinism and exact resume: the data order is a function of (seed, epoch) only
+(``StepBatchSampler``), pixel-voxel pairs are sampled with a generator seeded by (seed, step, rank,
+micro-batch), and checkpoints hold the model, optimiser, scheduler, grad scaler and all RNG states.
+Resuming from a checkpoint at step s replays steps s.. exactly as the uninterrupted run does (with
+``data.loader_workers=0``; worker processes draw their own augmentation seeds).
+
+Global batch: ``train.batch_size`` is split across ``ctx.world_size`` workers and each share into
+``train.grad_accum`` micro-batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from t4p.config import Config, ConfigError, config_hash, to_json, validate
+from t4p.losses import aux_loss, aux_pseudo_labels, framewise_infonce, lift_pairs, sample_pairs
+from t4p.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from t4p.train.context import RunContext
+from t4p.train.metrics import confusion_matrix, segmentation_scores
+from t4p.train.optim import build_optimizer, build_scheduler
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- data order
+
+
+class StepBatchSampler(torch.utils.data.Sampler):
+    """Micro-batches of dataset indices for steps ``start_step..max_steps-1`` of this rank.
+
+    Sample position k of the run's stream is ``perm_{k // n}[k % n]``, where ``perm_e`` is a
+    permutation seeded by (seed, e). Step s takes positions [s*B, (s+1)*B); rank r takes its
+    contiguous share of B / world_size, cut into ``grad_accum`` micro-batches.
+    """
+
+    def __init__(self, n: int, cfg: Config, rank: int, world_size: int, start_step: int, shuffle: bool = True) -> None:
+        self.n, self.rank, self.world_size = n, rank, world_size
+        self.seed, self.shuffle = cfg.train.seed, shuffle
+        self.batch, self.accum = cfg.train.batch_size, cfg.train.grad_accum
+        self.start_step, self.max_steps = start_step, cfg.train.max_steps
+        self.micro = micro_batch_size(cfg, world_size)
+        self._perm: tuple[int, torch.Tensor] | None = None
+
+    def index(self, k: int) -> int:
+        epoch, pos = divmod(k, self.n)
+        if not self.shuffle:
+            return pos
+        if self._perm is None or self._perm[0] != epoch:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perm = (epoch, torch.randperm(self.n, generator=gen))
+        return int(self._perm[1][pos])
+
+    def micro_batches(self, step: int) -> list[list[int]]:
+        base = step * self.batch + self.rank * (self.batch // self.world_size)
+        return [[self.index(base + a * self.micro + j) for j in range(self.micro)] for a in range(self.accum)]
+
+    def __iter__(self):
+        for step in range(self.start_step, self.max_steps):
+            yield from self.micro_batches(step)
+
+    def __len__(self) -> int:
+        return max(0, self.max_steps - self.start_step) * self.accum
+
+
+def micro_batch_size(cfg: Config, world_size: int) -> int:
+    b, accum = cfg.train.batch_size, cfg.train.grad_accum
+    if b % (world_size * accum):
+        raise ConfigError(
+            f"train.batch_size={b} (global) must be divisible by world_size ({world_size}) x train.grad_accum ({accum})"
+        )
+    return b // (world_size * accum)
+
+
+# --------------------------------------------------------------------------- models
+
+
+def needs_clip(cfg: Config) -> bool:
+    from t4p.models.text4point import needs_text
+
+    return cfg.train.task == "pretrain" or needs_text(cfg)
+
+
+def build_model(cfg: Config) -> tuple[nn.Module, object | None]:
+    """The model for ``cfg.train.task`` and the CLIP bundle it uses (None when it needs no CLIP)."""
+    from t4p.data.classes import class_list
+    from t4p.models.text4point import Text4PointPretrain, Text4PointSeg
+
+    bundle = None
+    if needs_clip(cfg):
+        from t4p.models.clip import load_clip
+
+        bundle = load_clip(cfg.model.clip)
+        log.info("CLIP: %s", bundle.describe())
+    names = list(class_list(cfg.data.classes).text_names)
+    if cfg.train.task == "pretrain":
+        return Text4PointPretrain(cfg, bundle, names), bundle
+    if cfg.train.task == "semseg":
+        return Text4PointSeg(cfg, bundle, names), bundle
+    raise ConfigError(f"train.task={cfg.train.task!r}: t4p.train.loop runs 'pretrain' and 'semseg'")
+
+
+def transfer_pretrained(model: nn.Module, path: str, frozen_ids: set[int]) -> dict:
+    """Initialise ``model`` from a pre-training checkpoint by parameter name and shape.
+
+    Prints the loaded, skipped (absent here or another shape) and new parameters; raises if
+    nothing matched. Returns ``{"init_config_hash", "loaded", "skipped", "new"}``.
+    """
+    from t4p.models.text4point import trainable_state_dict
+
+    ckpt = load_checkpoint(path)
+    if "model" not in ckpt:
+        raise ValueError(f"finetune.init={path}: not a t4p checkpoint (no 'model' entry)")
+    src, own = ckpt["model"], trainable_state_dict(model, frozen_ids)
+    loaded = sorted(k for k, v in src.items() if k in own and own[k].shape == v.shape)
+    skipped = sorted(set(src) - set(loaded))
+    new = sorted(set(own) - set(loaded))
+    if not loaded:
+        raise ValueError(
+            f"finetune.init={path}: no parameter of the checkpoint matches this model by name and shape "
+            f"(checkpoint has e.g. {sorted(src)[:3]}, the model e.g. {sorted(own)[:3]})"
+        )
+    model.load_state_dict({k: src[k] for k in loaded}, strict=False)
+    print(f"transfer from {path}: loaded {len(loaded)}, skipped {len(skipped)}, new {len(new)}")
+    for title, names in (("loaded", loaded), ("skipped", skipped), ("new", new)):
+        print(f"  {title}: " + (", ".join(names) if names else "-"))
+    return {"init_config_hash": ckpt.get("config_hash", ""), "loaded": loaded, "skipped": skipped, "new": new}
+
+
+# --------------------------------------------------------------------------- losses per task
+
+
+def pair_generator(cfg: Config, step: int, rank: int, micro: int) -> torch.Generator:
+    return torch.Generator().manual_seed(((cfg.train.seed * 1_000_003 + step) * 1009 + rank) * 101 + micro)
+
+
+def pretrain_terms(core: nn.Module, batch, out, cfg: Config, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """L_e (encoder pairs lifted to the CLIP grid), L_d (full-resolution pairs), depth loss (App. C)."""
+    from t4p.models.decoder_2d import depth_loss
+    from t4p.sparse import coarse_index
+
+    lc = cfg.loss
+    big_h, big_w = batch.images.shape[2:]
+    terms: dict[str, torch.Tensor] = {}
+    # L_d: z2D at the pair's pixel vs z3D at the pair's voxel, Eq. 14
+    keep = sample_pairs(batch.pair_frame, lc.max_pairs, gen)  # (P',)
+    frame, pixel, voxel = batch.pair_frame[keep], batch.pair_pixel[keep], batch.pair_voxel[keep]
+    z2d = out.z2d.flatten(2)[frame, :, pixel]  # (P', C)
+    terms["loss_d"] = lc.decoder_weight * framewise_infonce(z2d, out.z3d[voxel], frame, lc.tau)
+    # L_e: (CLIP grid cell, stride-16 voxel) pairs, duplicates merged, Eq. 14
+    h3d = out.out3d.h3d
+    grid_h, grid_w = out.h2d.shape[2:]
+    coarse = coarse_index(batch.coords, h3d)  # (M,) encoder row of each input voxel
+    lifted = lift_pairs(batch.pair_frame, batch.pair_pixel, batch.pair_voxel, (big_h, big_w), (grid_h, grid_w), coarse)
+    keep = sample_pairs(lifted.frame, lc.max_pairs, gen)
+    f2d = out.h2d.flatten(2)[lifted.frame[keep], :, lifted.cell[keep]]  # (Q, d)
+    f3d = out.out3d.h3d_hat[lifted.voxel[keep]]  # (Q, d)
+    weights = lifted.count[keep].float() if lc.coarse_pair_weighting else None
+    terms["loss_e"] = lc.encoder_weight * framewise_infonce(f2d, f3d, lifted.frame[keep], lc.tau, weights)
+    if lc.depth:
+        terms["loss_depth"] = lc.depth_weight * depth_loss(out.depth.float(), batch.depth, lc.depth_kind)
+    return terms
+
+
+def semseg_terms(core: nn.Module, batch, out, cfg: Config, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """Cross-entropy on voxels; the auxiliary loss on encoder points (Eq. 15-16) when ``loss.aux``."""
+    lc = cfg.loss
+    terms = {"loss_seg": nn.functional.cross_entropy(out.logits.float(), batch.labels, ignore_index=lc.ignore_label)}
+    if lc.aux:
+        h3d = out.out3d.h3d
+        pseudo = aux_pseudo_labels(
+            h3d.coords, h3d.stride, batch.coords, batch.labels, cfg.data.voxel_size, lc.aux_range, lc.ignore_label
+        )  # (n,)
+        terms["loss_aux"] = lc.aux_weight * aux_loss(out.out3d.h3d_hat, out.text, pseudo, lc.aux_tau)
+    return terms
+
+
+TERMS = {"pretrain": pretrain_terms, "semseg": semseg_terms}
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def evaluate_semseg(core: nn.Module, loader, cfg: Config, device: torch.device, class_names) -> dict:
+    """Confusion matrix on the ORIGINAL points (voxel predictions mapped back via ``point2voxel``)."""
+    k = len(class_names)
+    cm = np.zeros((k, k), dtype=np.int64)
+    was_training = core.training
+    core.eval()
+    for batch in loader:
+        batch = batch.to(device)
+        pred = core(batch).logits.argmax(1)  # (M,)
+        cm += confusion_matrix(pred[batch.point2voxel], batch.point_labels, k, cfg.loss.ignore_label)
+    core.train(was_training)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        t = torch.from_numpy(cm).to(device)
+        torch.distributed.all_reduce(t)
+        cm = t.cpu().numpy()
+    return segmentation_scores(cm, class_names)
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class _State:
+    step: int = 0
+    history: list[float] = field(default_factory=list)
+    terms: dict[str, list[float]] = field(default_factory=dict)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device(cfg: Config, ctx) -> torch.device:
+    if getattr(ctx, "device", None) is not None:
+        return torch.device(ctx.device)
+    if cfg.train.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.train.device)
+
+
+def run(cfg: Config, ctx=None) -> dict:
+    """Train ``cfg.train.task`` to ``train.max_steps``; return (and write) the final metrics."""
+    validate(cfg)
+    out_dir = Path(cfg.train.out_dir)
+    ctx = ctx if ctx is not None else RunContext(out_dir)
+    if cfg.train.num_threads > 0:
+        torch.set_num_threads(cfg.train.num_threads)
+    seed_everything(cfg.train.seed)
+    device = pick_device(cfg, ctx)
+    task = cfg.train.task
+    model, bundle = build_model(cfg)
+    from t4p.models.text4point import frozen_tensor_ids
+
+    frozen = frozen_tensor_ids(bundle)
+    transfer: dict = {}
+    if task != "pretrain" and cfg.finetune.init:
+        transfer = transfer_pretrained(model, cfg.finetune.init, frozen)
+    model.to(device)
+    frozen = frozen_tensor_ids(bundle)  # storages moved with the model
+    optimizer = build_optimizer(model, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, cfg.train.max_steps)
+    use_amp = cfg.train.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    state = _State()
+    resume_rng = None
+    if ctx.resume_dir:
+        ckpt = load_checkpoint(ctx.resume_dir, map_location=device)
+        missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+        bad = [k for k in missing if model.state_dict()[k].data_ptr() not in frozen] + list(unexpected)
+        if bad:
+            raise ValueError(f"resume from {ctx.resume_dir}: checkpoint does not fit the model ({bad[:5]} ...)")
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        resume_rng = ckpt["rng"]  # restored right before the first step (dataset building may draw)
+        state.step = int(ckpt["step"])
+        state.history = [float(x) for x in ckpt["history"].tolist()]
+        state.terms = {k: [float(x) for x in v.tolist()] for k, v in ckpt["terms"].items()}
+        transfer = {"init_config_hash": ckpt.get("init_config_hash", "")} if not transfer else transfer
+        log.info("resumed from %s at step %d", ctx.resume_dir, state.step)
+    start_step = state.step
+
+    from t4p.data.classes import class_list
+    from t4p.data.datasets import make_dataset
+
+    class_names = list(class_list(cfg.data.classes).names)
+    train_ds = make_dataset(cfg, "train")
+    sampler = StepBatchSampler(len(train_ds), cfg, ctx.rank, ctx.world_size, start_step)
+    loader = ctx.prepare_loader(
+        torch.utils.data.DataLoader(
+            train_ds, batch_sampler=sampler, collate_fn=train_ds.collate, num_workers=cfg.data.loader_workers
+        )
+    )
+    eval_loader = None
+    if task == "semseg":
+        eval_ds = make_dataset(cfg, cfg.finetune.eval_split)
+        eval_loader = torch.utils.data.DataLoader(
+            eval_ds,
+            batch_sampler=_shard_batches(len(eval_ds), micro_batch_size(cfg, ctx.world_size), ctx),
+            collate_fn=eval_ds.collate,
+            num_workers=cfg.data.loader_workers,
+        )
+    core = model
+    model = ctx.prepare_model(model)
+    core = getattr(model, "module", core)
+    model.train()
+
+    hashes = {"config_hash": config_hash(cfg), **{k: v for k, v in transfer.items() if k == "init_config_hash"}}
+    metrics: dict = {"step": start_step, "epoch": _epoch(start_step, cfg, len(train_ds)), **hashes}
+    ckpt_dir = out_dir / "checkpoint"
+    it = iter(loader)
+    if resume_rng is not None:
+        set_rng_state(resume_rng)
+    terms_fn = TERMS[task]
+    progress = _progress(ctx, start_step, cfg.train.max_steps, task)
+    last_time = time.perf_counter()
+    for step in range(start_step, cfg.train.max_steps):
+        if step == cfg.train.fail_at_step and not ctx.resume_dir:
+            raise RuntimeError(f"train.fail_at_step={step}: injected failure (a resumed run does not fail again)")
+        terms = _train_step(model, core, it, optimizer, scheduler, scaler, cfg, step, ctx, device, terms_fn)
+        state.step = step + 1
+        loss = sum(terms.values())
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"step {step}: loss is {loss} ({terms}); lower optim.lr or set optim.grad_clip")
+        state.history.append(loss)
+        for name, v in terms.items():
+            state.terms.setdefault(name, []).append(v)
+        progress.update(1)
+        progress.set_postfix(loss=f"{loss:.4f}")
+        done = state.step == cfg.train.max_steps
+        if state.step % cfg.train.log_every == 0 and ctx.rank == 0:
+            now = time.perf_counter()
+            log.info(
+                "step %d loss %.4f %s (%.2f s/step)",
+                state.step,
+                loss,
+                _fmt(terms),
+                (now - last_time) / cfg.train.log_every,
+            )
+            last_time = now
+        do_eval = state.step % cfg.train.eval_every == 0 or done
+        do_ckpt = state.step % cfg.train.checkpoint_every == 0 or done
+        if do_eval or do_ckpt:
+            metrics = _metrics(state, cfg, len(train_ds), optimizer, hashes)
+            if do_eval and eval_loader is not None:
+                scores = evaluate_semseg(core, eval_loader, cfg, device, class_names)
+                metrics.update(_prefixed(scores, cfg.finetune.eval_split))
+            reported_dir = None
+            if do_ckpt:
+                if ctx.rank == 0:
+                    _save(ckpt_dir, core, optimizer, scheduler, scaler, state, cfg, frozen, hashes)
+                reported_dir = str(ckpt_dir)
+            ctx.report(_numeric(metrics), reported_dir)
+    progress.close()
+    if start_step >= cfg.train.max_steps:
+        metrics = _metrics(state, cfg, len(train_ds), optimizer, hashes)
+    if ctx.rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    return metrics
+
+
+def _train_step(model, core, it, optimizer, scheduler, scaler, cfg, step, ctx, device, terms_fn) -> dict:
+    """One optimiser step over ``train.grad_accum`` micro-batches; returns the mean loss terms."""
+    optimizer.zero_grad(set_to_none=True)
+    accum = cfg.train.grad_accum
+    use_amp = scaler.is_enabled()
+    sums: dict[str, float] = {}
+    for a in range(accum):
+        batch = next(it).to(device)
+        sync = a == accum - 1 or not hasattr(model, "no_sync")
+        with contextlib.nullcontext() if sync else model.no_sync():
+            with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+                out = model(batch)
+            terms = terms_fn(core, batch, out, cfg, pair_generator(cfg, step, ctx.rank, a))
+            loss = sum(terms.values()) / accum
+            scaler.scale(loss).backward()
+        for name, v in terms.items():
+            sums[name] = sums.get(name, 0.0) + float(v.detach()) / accum
+    if cfg.optim.grad_clip > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.optim.grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+    return sums
+
+
+def _shard_batches(n: int, size: int, ctx) -> list[list[int]]:
+    """Evaluation batches in dataset order, every rank its strided share."""
+    mine = list(range(ctx.rank, n, ctx.world_size))
+    return [mine[i : i + size] for i in range(0, len(mine), size)]
+
+
+def _epoch(step: int, cfg: Config, n: int) -> float:
+    return step * cfg.train.batch_size / max(1, n)
+
+
+def _metrics(state: _State, cfg: Config, n: int, optimizer, hashes: dict) -> dict:
+    window = max(1, min(cfg.train.log_every, len(state.history)))
+    out = {
+        "step": state.step,
+        "epoch": _epoch(state.step, cfg, n),
+        "loss": float(np.mean(state.history[-window:])) if state.history else float("nan"),
+        "lr": optimizer.param_groups[0]["lr"],
+        **hashes,
+    }
+    for name, values in state.terms.items():
+        out[name] = float(np.mean(values[-window:]))
+    return out
+
+
+def _prefixed(scores: dict, split: str) -> dict:
+    out = {f"{split}_miou": scores["miou"], f"{split}_macc": scores["macc"], f"{split}_oa": scores["oa"]}
+    out.update({f"{split}_iou/{name}": v for name, v in scores["iou"].items()})
+    return out
+
+
+def _numeric(metrics: dict) -> dict:
+    """What ``ctx.report`` receives: numbers only (hashes stay in metrics.json and the return value)."""
+    return {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+
+
+def _fmt(terms: dict) -> str:
+    return " ".join(f"{k}={v:.4f}" for k, v in terms.items())
+
+
+def _save(ckpt_dir: Path, core, optimizer, scheduler, scaler, state: _State, cfg: Config, frozen, hashes) -> None:
+    from t4p.models.text4point import trainable_state_dict
+
+    payload = {
+        "model": trainable_state_dict(core, frozen),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": rng_state(),
+        "step": state.step,
+        "history": torch.tensor(state.history, dtype=torch.float64),
+        "terms": {k: torch.tensor(v, dtype=torch.float64) for k, v in state.terms.items()},
+        "config": to_json(cfg, flat=True),
+        "config_hash": hashes["config_hash"],
+        "init_config_hash": hashes.get("init_config_hash", ""),
+        "task": cfg.train.task,
+    }
+    save_checkpoint(ckpt_dir / "checkpoint.pt", payload)
+
+
+def _progress(ctx, start: int, total: int, task: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, desc=task, disable=ctx.rank != 0, dynamic_ncols=True, leave=False)
