@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _train_helpers import tiny_cfg
 from open_clip.transformer import Transformer
 
 from t4p.config import ConfigError
@@ -16,8 +17,6 @@ from t4p.recipes import get_recipe
 from t4p.train.ablation_rows import ABLATION_ROWS
 from t4p.train.checkpoint import load_checkpoint
 from t4p.train.loop import build_model, run
-
-from _train_helpers import tiny_cfg
 
 pytestmark = pytest.mark.slow
 

@@ -12,12 +12,11 @@ import math
 
 import numpy as np
 import pytest
+from _train_helpers import tiny_cfg
 
 from t4p.data.classes import class_list
 from t4p.train.checkpoint import load_checkpoint
 from t4p.train.loop import run
-
-from _train_helpers import tiny_cfg
 
 pytestmark = pytest.mark.slow
 
