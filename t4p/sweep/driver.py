@@ -98,7 +98,8 @@ def save_state(cfg: Config, ctx: SweepContext, extra: dict) -> None:
     path = _state_file(cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"context": asdict(ctx), **extra}, default=list, indent=1))
+    context = {k: v for k, v in asdict(ctx).items() if k != "loop_fn"}
+    tmp.write_text(json.dumps({"context": context, **extra}, default=list, indent=1))
     os.replace(tmp, path)
 
 
@@ -178,7 +179,7 @@ def build_context(ft_cfg: Config, plan: Plan, sweep_id: str, uri: str | None) ->
 
 
 def run_ablation(ft_cfg: Config, pt_cfg: Config, *, step_time_s: float = 0.5, num_cpus: int | None = None,
-                 report: bool = True) -> dict:
+                 report: bool = True, loop_fn=None) -> dict:
     """The ablation sweep (see the module docstring). Returns a summary dict."""
     ft_cfg = resolve_paths(ft_cfg)
     store = StageStore(ft_cfg.sweep.stage_store)
@@ -196,6 +197,7 @@ def run_ablation(ft_cfg: Config, pt_cfg: Config, *, step_time_s: float = 0.5, nu
     uri = resolve_uri(ft_cfg) if ft_cfg.tracking.enabled else None  # absolute, before Ray starts
     sweep_id = state["context"]["sweep_id"] if resume else new_sweep_id()
     ctx = build_context(ft_cfg, plan, sweep_id, uri)
+    ctx.loop_fn = loop_fn
     tracker = Tracker(uri, ctx.experiment) if uri else None
     open_parent(tracker, ctx, ft_cfg, "ablation", {
         "rows": ",".join(ft_cfg.sweep.rows), "seeds": ",".join(map(str, ft_cfg.sweep.seeds)),

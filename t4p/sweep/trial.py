@@ -45,6 +45,7 @@ class SweepContext:
     stages: dict[str, dict] = field(default_factory=dict)  # key -> flat pre-training config
     fixed_overrides: tuple[str, ...] = ()  # applied to every fine-tuning trial (e.g. eval split)
     trial_stages: dict[str, str] = field(default_factory=dict)  # "<row>-s<seed>" -> stage key
+    loop_fn: Any = None  # replaces t4p.train.loop.run in the workers (None = the real loop)
 
     def base(self) -> Config:
         return from_flat_dict(self.finetune_base)
@@ -70,7 +71,7 @@ def fit(cfg: Config, name: str, ctx: SweepContext, run_id: str | None) -> ray.tr
     callbacks = [TuneReportCallback()] if ray.tune.get_context().get_trial_id() else []
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"cfg": to_flat_dict(cfg), "tracking": tracking},
+        train_loop_config={"cfg": to_flat_dict(cfg), "tracking": tracking, "loop_fn": ctx.loop_fn},
         scaling_config=scaling_config(cfg),
         run_config=ray.train.RunConfig(
             name=name,

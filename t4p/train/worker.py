@@ -86,11 +86,17 @@ def _checkpoint_dir(checkpoint: ray.train.Checkpoint | None) -> str | None:
 
 
 def train_worker(config: dict) -> dict:
-    """Ray Train worker entry point: ``config = {"cfg": flat dotted dict, "tracking": dict | None}``."""
-    from t4p.train import loop  # imported here so a missing loop fails in the worker with its traceback
+    """Ray Train worker entry point: ``config = {"cfg": flat dotted dict, "tracking": dict | None}``.
 
+    ``config["loop_fn"]`` may replace ``t4p.train.loop.run`` (same signature); None = the real loop.
+    """
+    loop_fn = config.get("loop_fn")
+    if loop_fn is None:
+        from t4p.train import loop  # imported here so a missing loop fails in the worker with its traceback
+
+        loop_fn = loop.run
     cfg = from_flat_dict(config["cfg"])
     if cfg.train.num_threads > 0:
         torch.set_num_threads(cfg.train.num_threads)
     ctx = RayTrainContext(cfg, config.get("tracking"))
-    return loop.run(cfg, ctx)
+    return loop_fn(cfg, ctx)
