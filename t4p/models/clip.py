@@ -38,7 +38,7 @@ import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg, build_model_from_openai_state_dict
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -205,7 +205,7 @@ def load_weights_file(path: str | Path, arch: str, quick_gelu: bool = False) -> 
             "(architecture inferred from the tensors, QuickGELU, weights rounded to fp16)", path, arch
         )
         sd = {k: v for k, v in sd.items() if k != "attn_mask"}
-        return open_clip.build_model_from_openai_state_dict(sd, quick_gelu=True).float()
+        return build_model_from_openai_state_dict(sd, quick_gelu=True).float()
     except ClipWeightsError:
         raise
     except Exception as e:  # corrupt archive, truncated pickle, wrong tensors: name the file
