@@ -1,7 +1,86 @@
-"""`t4p` subcommands of this package (filled in by its issue)."""
+"""``t4p data``: ``synth``, ``prepare`` and ``inspect`` (handlers return an exit code)."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import logging
+
+FORMATS = ("scannet-sens", "scannet-rgbd", "s3dis-raw", "scannet-votenet", "sunrgbd")
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from t4p.data.synthetic import SynthSettings, generate_atomic
+
+    s = SynthSettings(args.scenes, args.seed, args.frames, args.height, args.width, args.density)
+    root = generate_atomic(args.out, s)
+    print(json.dumps({"root": str(root), "scenes": args.scenes, "seed": args.seed}))
+    return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from t4p.data.prepare import PrepareSettings, prepare
+
+    s = PrepareSettings(args.frame_skip, args.height, args.width, args.voxel_size, args.depth_tol, args.label_version)
+    m = prepare(args.format, args.src, args.out, s, workers=args.workers, executor="ray" if args.ray else "local")
+    print(json.dumps({"out": args.out, "units": len(m["units"]), **m["totals"]}))
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from t4p.data.summary import inspect_source
+
+    print(json.dumps(inspect_source(args.path, args.format, args.frame_skip, args.label_version)))
+    return 0
+
+
+def _errors_as_exit(handler):
+    def run(args: argparse.Namespace) -> int:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        try:
+            return handler(args)
+        except (ValueError, FileNotFoundError) as err:  # format errors name the file and line
+            print(f"t4p data: error: {err}", file=__import__("sys").stderr)
+            return 1
+
+    return run
+
 
 def register(subparsers) -> None:
-    """Add this package's subcommands to the `t4p` parser."""
+    """Add ``t4p data ...`` to the `t4p` parser."""
+    p = subparsers.add_parser("data", help="generate, prepare and inspect data")
+    sub = p.add_subparsers(dest="data_cmd", required=True)
+
+    s = sub.add_parser("synth", help="write procedural rooms in every supported layout")
+    s.add_argument("out")
+    s.add_argument("--scenes", type=int, default=6)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--frames", type=int, default=8, help="RGB-D frames per scene")
+    s.add_argument("--height", type=int, default=240)
+    s.add_argument("--width", type=int, default=320)
+    s.add_argument("--density", type=float, default=300.0, help="surface points per m^2")
+    s.set_defaults(func=_errors_as_exit(_synth))
+
+    pr = sub.add_parser("prepare", help="prepare a raw source into a cache (npz + manifest)")
+    pr.add_argument("format", choices=FORMATS)
+    pr.add_argument("src")
+    pr.add_argument("out")
+    pr.add_argument("--workers", type=int, default=1)
+    pr.add_argument("--ray", action="store_true", help="run units as Ray tasks (cluster-wide)")
+    _common(pr)
+    pr.add_argument("--height", type=int, default=240)
+    pr.add_argument("--width", type=int, default=320)
+    pr.add_argument("--voxel-size", type=float, default=0.025)
+    pr.add_argument("--depth-tol", type=float, default=0.02)
+    pr.set_defaults(func=_errors_as_exit(_prepare))
+
+    ins = sub.add_parser("inspect", help="print one JSON summary of a source")
+    ins.add_argument("path")
+    ins.add_argument("--format", required=True, choices=FORMATS)
+    _common(ins)
+    ins.set_defaults(func=_errors_as_exit(_inspect))
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--frame-skip", type=int, default=25)
+    p.add_argument("--label-version", choices=("v1", "v2"), default="v1")

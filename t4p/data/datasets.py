@@ -1,0 +1,259 @@
+"""Torch datasets over prepared caches, one per task, and ``make_dataset(cfg, split)``.
+
+``make_dataset`` resolves the source (the synthetic scenes for ``data.dataset=synthetic``,
+else ``data.root``), prepares its cache on first use (logged), picks the split's units and
+returns a dataset whose ``collate`` builds the task's batch dataclass.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from t4p.config import Config, ConfigError
+from t4p.data import s3dis
+from t4p.data.augment import AugmentSpec, augment_points, color_to_feats
+from t4p.data.batch import DetBatch, PretrainBatch, SegBatch
+from t4p.data.pairs import load_pairs
+from t4p.data.prepare import PrepareSettings, is_complete, load_arrays, prepare, read_manifest, settings_hash
+from t4p.sparse.voxelize import voxelize
+
+log = logging.getLogger(__name__)
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # open_clip OPENAI_DATASET_MEAN
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+TASK_FORMATS = {
+    "pretrain": ("scannet-rgbd", "scannet-sens"),
+    "semseg": ("s3dis-raw",),
+    "insseg": ("s3dis-raw",),
+    "det": ("scannet-votenet", "sunrgbd"),
+}
+
+
+def _item_rng() -> np.random.Generator:
+    """Per-item generator drawn from torch's RNG (seeded by the training loop / DataLoader workers)."""
+    return np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,)).item()))
+
+
+# --------------------------------------------------------------------------- pre-training pairs
+
+
+class PretrainDataset(Dataset):
+    """One item per prepared frame: image, depth, voxels and pixel-voxel pairs."""
+
+    def __init__(self, files: list[Path]):
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        return load_pairs(self.files[i])
+
+    @staticmethod
+    def collate(items) -> PretrainBatch:
+        coords, feats, pv, pp, pf = [], [], [], [], []
+        offset = 0
+        for b, p in enumerate(items):
+            c = p.coords - p.coords.min(axis=0)  # non-negative per frame; rows unchanged
+            coords.append(np.concatenate([np.full((len(c), 1), b, np.int32), c.astype(np.int32)], 1))
+            feats.append(color_to_feats(p.feats))
+            pv.append(p.pair_voxel.astype(np.int64) + offset)
+            pp.append(p.pair_pixel.astype(np.int64))
+            pf.append(np.full(len(p.pair_voxel), b, np.int64))
+            offset += len(c)
+        images = torch.from_numpy(np.stack([p.color for p in items])).permute(0, 3, 1, 2).float() / 255.0
+        images = (images - torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)) / torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+        depth = torch.from_numpy(np.stack([p.depth for p in items]).astype(np.float32))
+        depth = depth[:, None]  # (B, 1, H, W)
+        return PretrainBatch(
+            torch.from_numpy(np.concatenate(coords)), torch.from_numpy(np.concatenate(feats)), images, depth,
+            torch.from_numpy(np.concatenate(pv)), torch.from_numpy(np.concatenate(pp)),
+            torch.from_numpy(np.concatenate(pf)), [p.frame_id for p in items],
+        )
+
+
+# --------------------------------------------------------------------------- segmentation / detection
+
+
+class PointsDataset(Dataset):
+    """Rooms or scenes from a prepared cache, augmented (train) and voxelised per item."""
+
+    def __init__(self, files: list[Path], voxel_size: float, augment: AugmentSpec | None, num_points: int = 0,
+                 with_boxes: bool = False):
+        self.files = files
+        self.voxel_size = voxel_size
+        self.augment = augment
+        self.num_points = num_points
+        self.with_boxes = with_boxes
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> dict:
+        a = load_arrays(self.files[i])
+        xyz, rgb, labels, inst = a["xyz"], a["rgb"], a["labels"], a["instances"]
+        boxes = a.get("boxes") if self.with_boxes else None
+        rng = _item_rng()
+        if self.num_points and len(xyz):  # point sampling for detection (20k / 40k)
+            sel = rng.choice(len(xyz), self.num_points, replace=len(xyz) < self.num_points)
+            xyz, rgb, labels, inst = xyz[sel], rgb[sel], labels[sel], inst[sel]
+        if self.augment is not None:
+            xyz, rgb, boxes = augment_points(xyz, rgb, self.augment, rng, boxes)
+        vox = voxelize(xyz, self.voxel_size, labels)
+        coords = vox.coords - vox.coords.min(axis=0)  # (M, 3) non-negative
+        return {
+            "scene_id": self.files[i].stem, "coords": coords, "feats": color_to_feats(rgb[vox.voxel2point]),
+            "labels": vox.labels, "point2voxel": vox.point2voxel, "point_labels": labels.astype(np.int64),
+            "point_instances": inst.astype(np.int64), "point_xyz": xyz.astype(np.float32), "boxes": boxes,
+        }
+
+    def collate(self, items: list[dict]) -> SegBatch | DetBatch:
+        coords, offset, p2v = [], 0, []
+        for b, it in enumerate(items):
+            coords.append(np.concatenate([np.full((len(it["coords"]), 1), b, np.int32), it["coords"]], 1))
+            p2v.append(it["point2voxel"] + offset)
+            offset += len(it["coords"])
+
+        def cat(key):
+            return torch.from_numpy(np.concatenate([it[key] for it in items]))
+
+        fields = dict(
+            coords=torch.from_numpy(np.concatenate(coords).astype(np.int32)),
+            feats=cat("feats"), labels=cat("labels"), point2voxel=torch.from_numpy(np.concatenate(p2v)),
+            point_labels=cat("point_labels"), point_instances=cat("point_instances"), point_xyz=cat("point_xyz"),
+            scene_ids=[it["scene_id"] for it in items],
+        )
+        if self.with_boxes:
+            return DetBatch(**fields, boxes=[torch.from_numpy(np.asarray(it["boxes"], np.float32)) for it in items])
+        return SegBatch(**fields)
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def _norm(name: str) -> str:
+    """Scene names compare without leading zeros (SUN RGB-D split files list 5051, files are 005051)."""
+    name = Path(name).name
+    return name.lstrip("0") or "0" if name.isdigit() else name
+
+
+def _read_list(path: Path) -> set[str]:
+    return {_norm(ln.strip()) for ln in path.read_text().splitlines() if ln.strip()}
+
+
+def _find_split_file(root: Path, names: tuple[str, ...]) -> Path | None:
+    for d in (root, root / "meta_data", root.parent, root.parent / "meta_data"):
+        for n in names:
+            if (d / n).exists():
+                return d / n
+    return None
+
+
+def _holdout(units: list[str], split: str, fraction: float) -> list[str]:
+    """Deterministic every-k-th hold-out of ``units`` for ``val``; the rest for ``train``."""
+    if len(units) < 2 or fraction <= 0:
+        return units
+    k = max(2, int(round(1 / fraction)))
+    val = units[k // 2 :: k] or units[:1]
+    return val if split == "val" else [u for u in units if u not in val]
+
+
+def select_units(cfg: Config, fmt: str, src: Path, units: list[str], manifest: dict, split: str) -> list[str]:
+    """The units of ``split`` (train | val | test) for the format's split convention."""
+    d = cfg.data
+    if fmt == "s3dis-raw":
+        rooms = [(manifest["units"][u]["area"], Path(u)) for u in units]
+        chosen = s3dis.split_rooms(rooms, split, d.train_areas, d.val_areas, d.test_area, d.val_fraction)
+        return [p.as_posix() for _, p in chosen]
+    if d.scenes:
+        wanted = {_norm(s) for s in d.scenes}
+        return [u for u in units if _norm(u) in wanted]
+    if fmt == "sunrgbd":
+        names = {"train": ("train_data_idx.txt",), "test": ("val_data_idx.txt",)}
+    else:
+        names = {"train": ("scannetv2_train.txt",), "test": ("scannetv2_val.txt",)}
+    train_file = _find_split_file(src, names["train"])
+    if train_file is None:
+        log.warning("%s: no official split file (%s); using every scene, val = test = a hold-out",
+                    src, names["train"][0])
+        return _holdout(units, "val" if split in ("val", "test") else "train", d.val_fraction)
+    if split == "test" or (fmt.startswith("scannet-") and cfg.train.task == "pretrain" and split == "val"):
+        test_file = _find_split_file(src, names["test"])
+        wanted = _read_list(test_file) if test_file else set()
+        return [u for u in units if _norm(u) in wanted]
+    wanted = _read_list(train_file)
+    train = [u for u in units if _norm(u) in wanted]
+    if cfg.train.task == "pretrain":
+        return train  # official train scenes only (the detection benchmark evaluates on val)
+    return _holdout(train, split, d.val_fraction)
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def prepare_settings(cfg: Config, synthetic: bool = False) -> PrepareSettings:
+    d = cfg.data
+    return PrepareSettings(
+        frame_skip=1 if synthetic else d.frame_skip,  # synthetic frames are already key frames
+        image_height=d.image_height, image_width=d.image_width, voxel_size=d.voxel_size,
+        corr_depth_tol=d.corr_depth_tol, label_version=d.label_version,
+    )
+
+
+def resolve_source(cfg: Config) -> tuple[str, Path, bool]:
+    """(format, source path, is synthetic) for the config's dataset and task."""
+    task = cfg.train.task
+    if cfg.data.dataset == "synthetic":
+        from t4p.data.synthetic import ensure_synthetic
+
+        root = ensure_synthetic(cfg)
+        if task == "pretrain":
+            return "scannet-rgbd", root / "scannet", True
+        if task in ("semseg", "insseg"):
+            return "s3dis-raw", root / "s3dis", True
+        if cfg.data.classes == "scannet18":
+            return "scannet-votenet", root / "scannet_votenet", True
+        return "sunrgbd", root / "sunrgbd", True
+    fmt = cfg.data.dataset
+    if fmt not in TASK_FORMATS[task]:
+        raise ConfigError(
+            f"data.dataset={fmt!r} cannot feed train.task={task!r}; expected one of {TASK_FORMATS[task]}"
+        )
+    if not cfg.data.root:
+        raise ConfigError(f"data.root is empty: set it to the {fmt} data on disk")
+    return fmt, Path(cfg.data.root), False
+
+
+def prepared_dir(cfg: Config, fmt: str, src: Path, settings: PrepareSettings) -> Path:
+    base = Path(cfg.data.prepared_dir) if cfg.data.prepared_dir else Path(cfg.train.out_dir) / "prepared"
+    return base / f"{fmt}-{settings_hash(fmt, src, settings)}"
+
+
+def make_dataset(cfg: Config, split: str) -> Dataset:
+    """The dataset of ``split`` (train | val | test) for ``cfg.train.task``; its ``collate`` builds batches."""
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split {split!r}: expected train, val or test")
+    fmt, src, synthetic = resolve_source(cfg)
+    settings = prepare_settings(cfg, synthetic)
+    out = prepared_dir(cfg, fmt, src, settings)
+    if not is_complete(out):
+        log.info("preparing %s data from %s into %s (first use)", fmt, src, out)
+        prepare(fmt, src, out, settings, workers=max(1, cfg.data.loader_workers), progress=True)
+    manifest = read_manifest(out)
+    units = select_units(cfg, fmt, src, list(manifest["units"]), manifest, split)
+    if not units:
+        raise ValueError(f"{src}: split {split!r} has no scenes/rooms (check data.scenes / areas / split files)")
+    files = [out / f for u in units for f in manifest["units"][u]["files"]]
+    task = cfg.train.task
+    if task == "pretrain":
+        return PretrainDataset(files)
+    d = cfg.data
+    aug = None
+    if split == "train" and d.augment:
+        aug = AugmentSpec(d.aug_flip, d.aug_rotate_z, d.aug_scale_min, d.aug_scale_max, d.aug_color_jitter)
+    return PointsDataset(files, d.voxel_size, aug, d.num_points if task == "det" else 0, with_boxes=task == "det")

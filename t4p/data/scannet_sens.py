@@ -1,0 +1,171 @@
+"""ScanNet's raw ``.sens`` RGB-D stream, read frame by frame.
+
+Layout (ScanNet ``SensReader``, little-endian)::
+
+    uint32 version (4) | uint64 n + n bytes sensor name
+    float32[16] intrinsic_color, extrinsic_color, intrinsic_depth, extrinsic_depth
+    int32 color compression (0 raw, 1 png, 2 jpeg) | int32 depth compression (0 raw ushort, 1 zlib ushort)
+    uint32 color width, color height, depth width, depth height | float32 depth shift (1000)
+    uint64 number of frames, then per frame:
+      float32[16] camera-to-world | uint64 timestamp colour, timestamp depth
+      uint64 colour bytes, depth bytes | colour data | depth data
+    (then IMU frames, which t4p does not read)
+
+Only every ``frame_skip``-th frame is decoded; the others are skipped with ``seek``, so at
+most one frame's raw bytes are held at a time, never the whole file.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from t4p.data.scannet_rgbd import RGBDFrame, SkipStats, depth_mm_to_m, frame_problem
+
+SENS_VERSION = 4
+COLOR_COMPRESSION = {0: "raw", 1: "png", 2: "jpeg"}
+DEPTH_COMPRESSION = {0: "raw_ushort", 1: "zlib_ushort"}
+FRAME_HEADER = struct.Struct("<16f4Q")  # pose, timestamps, colour bytes, depth bytes
+
+
+class SensFormatError(ValueError):
+    """The ``.sens`` file is malformed or truncated (the message names file, frame and byte offset)."""
+
+
+@dataclass
+class SensHeader:
+    version: int
+    sensor_name: str
+    K_color: np.ndarray  # (4, 4)
+    K_depth: np.ndarray  # (4, 4)
+    color_compression: str
+    depth_compression: str
+    color_size: tuple[int, int]  # (width, height)
+    depth_size: tuple[int, int]
+    depth_shift: float
+    num_frames: int
+
+
+def _read_exact(f, n: int, path: Path, what: str) -> bytes:
+    pos = f.tell()
+    data = f.read(n)
+    if len(data) != n:
+        raise SensFormatError(
+            f"{path}: truncated at byte {pos} while reading {what}: expected {n} bytes, got {len(data)}"
+        )
+    return data
+
+
+def read_sens_header(f, path: Path) -> SensHeader:
+    (version,) = struct.unpack("<I", _read_exact(f, 4, path, "the version"))
+    if version != SENS_VERSION:
+        raise SensFormatError(f"{path}: version {version}, expected {SENS_VERSION} (is this a ScanNet .sens file?)")
+    (n,) = struct.unpack("<Q", _read_exact(f, 8, path, "the sensor name length"))
+    if n > 4096:
+        raise SensFormatError(f"{path}: sensor name length {n} is implausible (expected < 4096)")
+    name = _read_exact(f, n, path, "the sensor name").decode(errors="replace")
+    mats = np.frombuffer(_read_exact(f, 4 * 64, path, "the calibration"), dtype="<f4").reshape(4, 4, 4)
+    cc, dc, cw, ch, dw, dh, shift = struct.unpack("<2i4If", _read_exact(f, 28, path, "the image header"))
+    (num_frames,) = struct.unpack("<Q", _read_exact(f, 8, path, "the frame count"))
+    if cc not in COLOR_COMPRESSION or dc not in DEPTH_COMPRESSION:
+        raise SensFormatError(f"{path}: unsupported compression colour={cc} depth={dc}")
+    return SensHeader(
+        version, name, mats[0].astype(np.float64), mats[2].astype(np.float64),
+        COLOR_COMPRESSION[cc], DEPTH_COMPRESSION[dc], (cw, ch), (dw, dh), shift, num_frames,
+    )
+
+
+def _decode_color(data: bytes, h: SensHeader) -> np.ndarray:
+    if h.color_compression == "raw":
+        return np.frombuffer(data, dtype=np.uint8).reshape(h.color_size[1], h.color_size[0], 3).copy()
+    with Image.open(io.BytesIO(data)) as im:
+        return np.array(im.convert("RGB"))  # (H, W, 3) uint8
+
+
+def _decode_depth(data: bytes, h: SensHeader, path: Path, i: int) -> np.ndarray:
+    raw = zlib.decompress(data) if h.depth_compression == "zlib_ushort" else data
+    w, hh = h.depth_size
+    if len(raw) != 2 * w * hh:
+        raise SensFormatError(f"{path}: frame {i}: depth has {len(raw)} bytes, expected {2 * w * hh} ({w}x{hh} uint16)")
+    return depth_mm_to_m(np.frombuffer(raw, dtype="<u2").reshape(hh, w), h.depth_shift)
+
+
+def read_header(path: str | Path) -> SensHeader:
+    path = Path(path)
+    with open(path, "rb") as f:
+        return read_sens_header(f, path)
+
+
+def iter_sens(path: str | Path, frame_skip: int = 25, stats: SkipStats | None = None) -> Iterator[RGBDFrame]:
+    """Yield the usable frames ``i % frame_skip == 0`` of a ``.sens`` file, decoding only those."""
+    path = Path(path)
+    stats = stats if stats is not None else SkipStats()
+    size = os.path.getsize(path)
+    scene = path.stem
+    with open(path, "rb") as f:
+        h = read_sens_header(f, path)
+        k_color, k_depth = h.K_color[:3, :3], h.K_depth[:3, :3]
+        for i in range(h.num_frames):
+            head = FRAME_HEADER.unpack(_read_exact(f, FRAME_HEADER.size, path, f"the header of frame {i}"))
+            pose = np.asarray(head[:16], dtype=np.float64).reshape(4, 4)
+            csize, dsize = head[18], head[19]
+            start = f.tell()
+            if start + csize + dsize > size:
+                raise SensFormatError(
+                    f"{path}: truncated in frame {i} of {h.num_frames}: its data needs bytes "
+                    f"{start}..{start + csize + dsize}, the file has {size}"
+                )
+            stats.num_frames += 1
+            if i % frame_skip:
+                f.seek(csize + dsize, os.SEEK_CUR)  # never read frames that are not selected
+                continue
+            color_bytes = _read_exact(f, csize, path, f"the colour of frame {i}")
+            depth_bytes = _read_exact(f, dsize, path, f"the depth of frame {i}")
+            depth = _decode_depth(depth_bytes, h, path, i)
+            del depth_bytes
+            problem = frame_problem(pose, depth)
+            if problem:
+                stats.skip(problem, f"{path.name}:{i}")
+                continue
+            color = _decode_color(color_bytes, h)
+            del color_bytes
+            stats.selected += 1
+            yield RGBDFrame(scene, i, color, depth, pose, k_color, k_depth)
+
+
+def write_sens(
+    path: str | Path,
+    colors_jpeg: list[bytes],
+    depths_mm: list[np.ndarray],
+    poses: list[np.ndarray],
+    K_color: np.ndarray,
+    K_depth: np.ndarray,
+    color_size: tuple[int, int],
+) -> None:
+    """Write a minimal ``.sens`` file (JPEG colour, zlib depth); used by the benchmark and demos."""
+    def mat(k: np.ndarray) -> bytes:
+        m = np.eye(4, dtype="<f4")
+        m[: k.shape[0], : k.shape[1]] = k
+        return m.tobytes()
+
+    dh, dw = depths_mm[0].shape
+    with open(path, "wb") as f:
+        name = b"t4p"
+        f.write(struct.pack("<IQ", SENS_VERSION, len(name)) + name)
+        f.write(mat(K_color) + mat(np.eye(4)) + mat(K_depth) + mat(np.eye(4)))
+        f.write(struct.pack("<2i4If", 2, 1, color_size[0], color_size[1], dw, dh, 1000.0))
+        f.write(struct.pack("<Q", len(poses)))
+        for c, d, p in zip(colors_jpeg, depths_mm, poses, strict=True):
+            z = zlib.compress(np.ascontiguousarray(d, dtype="<u2").tobytes())
+            f.write(FRAME_HEADER.pack(*np.asarray(p, dtype=np.float32).reshape(-1), 0, 0, len(c), len(z)))
+            f.write(c)
+            f.write(z)
+        f.write(struct.pack("<Q", 0))  # no IMU frames
