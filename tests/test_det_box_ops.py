@@ -2,7 +2,7 @@
 
 References: (1) an exact-to-quadrature integral of the intersection's vertical chord length over x
 (no polygon clipping involved: for convex polygons the chord at x is [max of lower edges, min of
-upper edges]); (2) a Monte-Carlo estimate with 2e6 samples per pair as a loose sanity check.
+upper edges]); (2) a Monte-Carlo estimate with 1e6 samples per pair as a loose sanity check.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def _chord(corners: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return lo, hi
 
 
-def reference_bev_area(ca: np.ndarray, cb: np.ndarray, n: int = 400_000) -> float:
+def reference_bev_area(ca: np.ndarray, cb: np.ndarray, n: int = 200_000) -> float:
     """Intersection area by midpoint integration of the chord length (piecewise linear in x)."""
     x0 = max(ca[:, 0].min(), cb[:, 0].min())
     x1 = min(ca[:, 0].max(), cb[:, 0].max())
@@ -80,11 +80,11 @@ def test_oriented_iou_matches_chord_integral_reference():
 
 def test_oriented_iou_matches_monte_carlo():
     rng = np.random.default_rng(1)
-    a, b = random_boxes(rng, 4), random_boxes(rng, 4)
+    a, b = random_boxes(rng, 3), random_boxes(rng, 3)
     ours = paired_iou_3d(torch.from_numpy(a), torch.from_numpy(b)).numpy()
-    mc = np.array([monte_carlo_iou(a[i], b[i], 2_000_000, rng) for i in range(4)])
-    # MC standard error with 2e6 samples over the union's bounding box is below ~1e-3
-    np.testing.assert_allclose(ours, mc, atol=3e-3)
+    mc = np.array([monte_carlo_iou(a[i], b[i], 1_000_000, rng) for i in range(3)])
+    # MC standard error with 1e6 samples over the union's bounding box is about 1e-3 (4 sigma: 4e-3)
+    np.testing.assert_allclose(ours, mc, atol=4e-3)
 
 
 def test_all_pairs_matches_paired_and_is_symmetric():
@@ -126,13 +126,13 @@ def test_rotation_cases_by_hand():
     assert paired_iou_3d(unit, _box(0, 0, 0, 1, 1, 1, math.pi / 4), oriented=False).item() == pytest.approx(1.0)
 
 
-def test_heading_convention_follows_votenet():
-    """VoteNet draws a SUN RGB-D box with rotz(-heading): the length axis is (cos h, -sin h)."""
+def test_heading_convention_is_counter_clockwise_yaw():
+    """heading = CCW yaw: the length axis is (cos h, sin h) (VoteNet's files store -h)."""
     box = _box(1.0, 2.0, 0.0, 2.0, 0.2, 0.2, math.pi / 6)
-    axis = np.array([math.cos(math.pi / 6), -math.sin(math.pi / 6), 0.0])
+    axis = np.array([math.cos(math.pi / 6), math.sin(math.pi / 6), 0.0])
     pts = torch.from_numpy(np.array([[1.0, 2.0, 0.0] + 0.9 * axis, [1.0, 2.0, 0.0] - 0.9 * axis]))
     assert points_in_boxes(pts, box).all()
-    other = np.array([math.cos(math.pi / 6), math.sin(math.pi / 6), 0.0])
+    other = np.array([math.cos(math.pi / 6), -math.sin(math.pi / 6), 0.0])
     assert not points_in_boxes(torch.from_numpy(np.array([[1.0, 2.0, 0.0] + 0.9 * other])), box).any()
     corners = box_corners(box)[0]
     assert corners[:, 2].min().item() == pytest.approx(-0.1) and corners[:, 2].max().item() == pytest.approx(0.1)

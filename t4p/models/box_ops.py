@@ -1,11 +1,12 @@
 """3D boxes: corners, points-in-box, oriented 3D IoU (BEV polygon clipping x height overlap).
 
 Box layout ``(..., 7)``: centre ``cx cy cz``, FULL sizes ``l w h`` and ``heading``, in the upright
-depth frame (z up). ``l`` lies along the heading axis, ``w`` across it. Heading follows VoteNet's
-SUN RGB-D files (``heading = -atan2(oy, ox)`` of the label's orientation vector): the box is the
-axis-aligned box rotated by ``rotz(-heading)``, i.e. its length axis is ``(cos h, -sin h)``.
-IoU does not depend on the sign convention (a mirror maps one onto the other); drawing boxes into
-a point cloud does. ScanNet boxes are axis-aligned (heading 0).
+depth frame (z up). ``l`` lies along the heading axis, ``w`` across it. ``heading`` is the
+counter-clockwise yaw about +z: the box is the axis-aligned box rotated by ``rotz(heading)``, its
+length axis is ``(cos h, sin h)`` (as t4p's augmentation and synthetic scenes use it). NOTE: VoteNet's
+SUN RGB-D files store the opposite sign (``heading = -atan2(oy, ox)``, drawn with ``rotz(-heading)``);
+readers must negate it. IoU does not depend on the sign convention (a mirror maps one onto the
+other); drawing boxes into a point cloud does. ScanNet boxes are axis-aligned (heading 0).
 
 The oriented IoU clips one box's BEV rectangle by the other's four edges (Sutherland-Hodgman), all
 pairs at once with a fixed vertex buffer (a convex quadrilateral clipped by 4 half-planes has at
@@ -20,9 +21,9 @@ MAX_VERTS = 16  # a rectangle clipped by four half-planes keeps at most 8 vertic
 
 
 def rotation_z(heading: torch.Tensor) -> torch.Tensor:
-    """``rotz(-heading)`` as (..., 2, 2): maps box-local xy to world xy (VoteNet convention)."""
+    """``rotz(heading)`` as (..., 2, 2): maps box-local xy to world xy."""
     c, s = torch.cos(heading), torch.sin(heading)
-    return torch.stack([torch.stack([c, s], -1), torch.stack([-s, c], -1)], -2)
+    return torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
 
 
 def bev_corners(boxes: torch.Tensor) -> torch.Tensor:
