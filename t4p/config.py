@@ -153,6 +153,26 @@ class FinetuneConfig:
     vote_radius: float = 0.3
     num_heading_bins: int = 12
     oriented_boxes: bool = True
+    # Detection (VoteNet on SR-UNet: t4p.models.votenet, t4p.losses_det); VoteNet's defaults where the paper is silent
+    num_seeds: int = 1024  # seed points sampled from the backbone's per-point features (VoteNet: 1024)
+    seed_sampling: Literal["fps", "random"] = "fps"  # farthest point sampling or a random subset of the points
+    vote_nsample: int = 16  # votes grouped per proposal by the ball query of radius vote_radius (VoteNet: 16)
+    det_mlp_width: int = 128  # width of the voting and proposal MLPs (VoteNet: 128 for the proposal module)
+    det_vote_weight: float = 1.0  # VoteNet: loss = vote + 0.5 objectness + box + 0.1 semantic, all x 10
+    det_objectness_weight: float = 0.5
+    det_box_weight: float = 1.0
+    det_sem_weight: float = 0.1
+    det_heading_cls_weight: float = 0.1  # inside the box loss (VoteNet: 0.1 for both classifications)
+    det_size_cls_weight: float = 0.1
+    det_loss_scale: float = 10.0
+    det_near_threshold: float = 0.3  # proposal within this distance (m) of a GT centre: positive
+    det_far_threshold: float = 0.6  # beyond this: negative; in between: ignored
+    det_objectness_neg_weight: float = 0.2  # objectness cross-entropy class weights (VoteNet: 0.2 / 0.8)
+    det_objectness_pos_weight: float = 0.8
+    det_nms_iou: float = 0.25  # 3D NMS at evaluation (VoteNet: 0.25, per class)
+    det_conf_threshold: float = 0.05  # proposals below this objectness probability are dropped
+    det_per_class_proposal: bool = True  # VoteNet's evaluation: every kept proposal scored for every class
+    det_optimizer: Literal["adam", "sgd"] = "adam"  # the paper's lr 0.001 (cosine) is VoteNet's Adam setting
 
 
 @dataclass
