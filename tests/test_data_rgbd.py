@@ -45,7 +45,7 @@ def test_sens_reader_matches_exported_reader(scene, shared_data, tmp_path):
     h = read_header(sens)
     assert (h.num_frames, h.color_size, h.depth_size, h.depth_shift) == (6, (640, 480), (640, 480), 1000.0)
     a = list(iter_sens(sens, frame_skip=5))
-    b = [f for f in read_exported_scene(scene, frame_skip=250)]
+    b = [f for f in read_exported_scene(scene, frame_skip=250) if f.index < 300]
     assert [f.index for f in a] == [0, 5]  # .sens frames are numbered in the stream
     for fa, fb in zip(a, b, strict=True):
         np.testing.assert_array_equal(fa.depth, fb.depth)
