@@ -76,6 +76,8 @@ class FeatureCache:
         # fp16 storage: a frame read from disk and a fresh one give identical values
         return torch.stack(found).to(images.device, torch.float32)  # (B, d, h, w)
 
-    def bytes_per_frame(self) -> float:
-        files = list(self.root.rglob("*.npy"))
+    def bytes_per_frame(self, size: tuple[int, int] | None = None) -> float:
+        """Mean file size of the cached frames (of one input resolution if given)."""
+        folder = self.root / f"{size[0]}x{size[1]}" if size else self.root
+        files = list(folder.rglob("*.npy"))
         return sum(f.stat().st_size for f in files) / max(1, len(files))
