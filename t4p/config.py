@@ -55,6 +55,7 @@ class DataConfig:
     synth_scenes: int = 6
     synth_seed: int = 0
     synth_frames_per_scene: int = 8
+    synth_point_density: float = 300.0  # synthetic rooms: labelled surface points per m^2 (added by data)
     loader_workers: int = 0
 
 
