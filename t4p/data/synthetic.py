@@ -654,7 +654,7 @@ def generate_atomic(out: str | Path, settings: SynthSettings) -> Path:
 def settings_from_config(cfg) -> SynthSettings:
     d = cfg.data
     return SynthSettings(d.synth_scenes, d.synth_seed, d.synth_frames_per_scene, d.image_height, d.image_width,
-                         getattr(d, "synth_point_density", 300.0))
+                         d.synth_point_density)
 
 
 def ensure_synthetic(cfg) -> Path:
