@@ -415,7 +415,7 @@ def trajectory(room: Room, n: int, rng: np.random.Generator, cam_r: float) -> li
     yaw0 = rng.uniform(0, 2 * np.pi)
     poses = []
     for i in range(n):
-        a = yaw0 + 0.8 * 2 * np.pi * i / max(n, 1)
+        a = yaw0 + i * min(0.8 * 2 * np.pi / max(n, 1), 0.45)  # consecutive views overlap
         pos = np.array([W / 2 + cam_r * W / 2 * np.cos(a), D / 2 + cam_r * D / 2 * np.sin(a), rng.uniform(1.3, 1.6)])
         look = a + np.pi + rng.uniform(-0.4, 0.4)
         fwd = np.array([np.cos(look), np.sin(look), -rng.uniform(0.2, 0.45)])
