@@ -2,7 +2,7 @@
 
 ``Decoder2D(in_dim, out_channels)``: (B, d, h, w) -> z2d (B, C, H, W), depth (B, 1, H, W) > 0.
 Bilinear upsampling plus convolutions (the paper gives no more detail): a 1x1 projection to
-``mid`` channels, bilinear x4 (or to a quarter of the output size), a 3x3 conv block, then the
+``mid_channels`` (default 128: the paper gives no width) channels, bilinear x4 (or to a quarter of the output size), a 3x3 conv block, then the
 1x1 output convolutions, then bilinear to the full (H, W). The final 1x1 convolutions run before
 the last upsampling: both are linear per channel, so this equals convolving at full resolution
 and costs 16x less.
@@ -30,7 +30,7 @@ class Decoder2D(nn.Module):
     """(B, d, h, w) -> (z2d (B, C, H, W), depth (B, 1, H, W) metres, positive)."""
 
     def __init__(self, in_dim: int, out_channels: int, out_size: tuple[int, int] | None = None,
-                 mid_channels: int = 256) -> None:
+                 mid_channels: int = 128) -> None:
         super().__init__()
         self.out_size = out_size
         self.proj = _conv_bn_relu(in_dim, mid_channels, 1)
