@@ -2,10 +2,10 @@
 
 ``Decoder2D(in_dim, out_channels)``: (B, d, h, w) -> z2d (B, C, H, W), depth (B, 1, H, W) > 0.
 Bilinear upsampling plus convolutions (the paper gives no more detail): a 1x1 projection to
-``mid_channels`` (default 128: the paper gives no width) channels, bilinear x4 (or to a quarter of the output size), a 3x3 conv block, then the
-1x1 output convolutions, then bilinear to the full (H, W). The final 1x1 convolutions run before
-the last upsampling: both are linear per channel, so this equals convolving at full resolution
-and costs 16x less.
+``mid_channels`` (default 128, not stated by the paper), bilinear to a quarter of the output
+size, a 3x3 conv block, the 1x1 output convolutions, then bilinear to the full (H, W). The final
+1x1 convolutions run before the last upsampling: both are linear per channel, so this equals
+convolving at full resolution and costs 16x less.
 
 ``depth_loss(pred, target, kind)``: Eigen et al.'s scale-invariant log loss (lambda 0.85, per
 image, no square root) or L1 in metres; both only where the target depth is valid (> 0).
