@@ -90,6 +90,16 @@ def resolve_paths(cfg: Config) -> Config:
     return cfg
 
 
+def share_data_caches(cfg: Config, storage_path: str) -> Config:
+    """Synthetic scenes and prepared caches in one place for all trials (both are keyed by settings)."""
+    root = Path(storage_path) / "t4p_data"
+    if cfg.data.dataset == "synthetic" and not cfg.data.root:
+        cfg.data.root = str(root / "synthetic")
+    if not cfg.data.prepared_dir:
+        cfg.data.prepared_dir = str(root / "prepared")
+    return cfg
+
+
 def _state_file(cfg: Config) -> Path:
     return Path(cfg.sweep.storage_path) / "t4p_sweeps" / f"{cfg.sweep.experiment}.json"
 
@@ -189,6 +199,8 @@ def run_ablation(ft_cfg: Config, pt_cfg: Config, *, step_time_s: float = 0.5, nu
         ft_cfg = from_flat_dict(state["context"]["finetune_base"])
         ft_cfg.sweep.resume = True
         pt_cfg = from_flat_dict(state["pretrain_base"])
+    pt_cfg = share_data_caches(pt_cfg, ft_cfg.sweep.storage_path)
+    ft_cfg = share_data_caches(ft_cfg, ft_cfg.sweep.storage_path)
     plan = plan_ablation(ft_cfg, pt_cfg, store)
     print(describe(plan, step_time_s), flush=True)
     if ft_cfg.sweep.dry_run:

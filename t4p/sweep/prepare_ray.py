@@ -12,7 +12,9 @@ from collections.abc import Callable, Iterator
 import ray
 
 
-def run_ray_tasks(fn: Callable[..., dict], jobs: list[tuple], num_cpus: float = 1.0) -> Iterator[tuple[str, dict]]:
+def run_ray_tasks(
+    fn: Callable[..., dict], jobs: list[tuple], num_cpus: float = 1.0
+) -> Iterator[tuple[str, dict]]:
     """Run ``fn(*job)`` for every job as a Ray task; yield (unit, result) as tasks finish.
 
     ``job[2]`` is the unit name (see ``t4p.data.prepare.prepare_unit``). Starts a local Ray

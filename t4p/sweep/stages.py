@@ -46,6 +46,8 @@ _VOLATILE = {
 def stage_key(pretrain_cfg: Config, seed: int) -> str:
     """``<config_hash of the pre-training settings>-s<seed>``."""
     cfg = _copy(pretrain_cfg)
+    if cfg.data.dataset == "synthetic":
+        cfg.data.root = ""  # only a cache location: the scenes are keyed by the synth_* settings
     for key, value in _VOLATILE.items():
         section, *rest = key.split(".")
         obj = getattr(cfg, section)

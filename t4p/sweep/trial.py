@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,7 @@ def fit(cfg: Config, name: str, ctx: SweepContext, run_id: str | None) -> ray.tr
     tracking = None
     if run_id and ctx.tracking_uri:
         tracking = {"uri": ctx.tracking_uri, "experiment": ctx.experiment, "run_id": run_id}
-    callbacks = [TuneReportCallback()] if ray.tune.get_context().get_trial_id() else []
+    callbacks = [TuneReportCallback()] if in_tune_trial() else []
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"cfg": to_flat_dict(cfg), "tracking": tracking, "loop_fn": ctx.loop_fn},
@@ -81,6 +82,12 @@ def fit(cfg: Config, name: str, ctx: SweepContext, run_id: str | None) -> ray.tr
         ),
     )
     return trainer.fit()
+
+
+def in_tune_trial() -> bool:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # outside Tune, get_trial_id warns and returns None
+        return ray.tune.get_context().get_trial_id() is not None
 
 
 def _final_metrics(result: ray.train.Result) -> dict[str, float]:

@@ -1,0 +1,44 @@
+"""Rebuild the paper-style ablation report of a sweep from its MLflow runs.
+
+    python sweeps/report.py --experiment t4p-ablation            # the latest ablation sweep
+    python sweeps/report.py --experiment t4p-demo --sweep-id ID  # a given sweep
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--experiment", required=True, help="MLflow experiment name")
+    parser.add_argument("--sweep-id", default="", help="sweep id (default: the latest ablation sweep)")
+    parser.add_argument("--tracking-uri", default="", help="default $MLFLOW_TRACKING_URI or ./mlruns/mlflow.db")
+    parser.add_argument("--out", default="", help="output folder (default reports/<sweep id>)")
+    args = parser.parse_args(argv)
+
+    from t4p.config import Config
+    from t4p.sweep.report import write_report
+    from t4p.tracking import Tracker, resolve_uri
+
+    cfg = Config()
+    cfg.tracking.uri = args.tracking_uri
+    tracker = Tracker(resolve_uri(cfg), args.experiment)
+    tags = {"stage": "sweep", "sweep_kind": "ablation"}
+    if args.sweep_id:
+        tags["sweep_id"] = args.sweep_id
+    parents = sorted(tracker.find_runs(**tags), key=lambda r: r.info.start_time)
+    if not parents:
+        print(f"no ablation sweep found in experiment {args.experiment!r} ({tracker.uri})", file=sys.stderr)
+        return 2
+    parent = parents[-1]
+    sweep_id = parent.data.tags.get("sweep_id", parent.info.run_id)
+    path = write_report(tracker, parent.info.run_id, Path(args.out or Path("reports") / sweep_id))
+    print(f"report: {path.resolve()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

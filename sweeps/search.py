@@ -1,0 +1,46 @@
+"""Optuna hyperparameter search (Ray Tune OptunaSearch + ASHA) over dotted config keys.
+
+Each trial is a Ray Train DDP fit evaluated on a validation split of the training data (never
+the test area); the best config is then trained and evaluated once on the test split.
+
+    python sweeps/search.py --trials 16 --max-concurrent 2
+    python sweeps/search.py --param optim.lr=log:1e-3:0.3 --param model.n_ctx=choice:4,8,16
+    python sweeps/search.py --resume                   # continue an interrupted search
+    ray job submit -- python sweeps/search.py          # on a running cluster
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from t4p.sweep.cli import add_common_args, build_configs, setup_logging
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(parser, recipe="s3dis_semseg", pretrain_recipe=None)
+    parser.add_argument("--param", action="append", default=[], metavar="KEY=DOMAIN",
+                        help="search domain, e.g. optim.lr=log:1e-3:0.3, loss.aux_tau=uniform:0.03:0.2, "
+                             "model.n_ctx=choice:4,8,16 (default: lr, weight decay, aux tau, n_ctx, TQM alpha/beta)")
+    parser.add_argument("--metric", default="val_miou", help="validation metric to optimise (default val_miou)")
+    parser.add_argument("--mode", default="max", choices=["max", "min"])
+    parser.add_argument("--no-test", action="store_true", help="skip the final test-split evaluation")
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    cfg, _ = build_configs(args)
+
+    from t4p.sweep.search import default_space, parse_domain, run_search  # imports Ray: after --help
+
+    space = dict(parse_domain(p) for p in args.param) if args.param else default_space()
+    out = run_search(cfg, space, metric=args.metric, mode=args.mode, num_cpus=args.num_cpus,
+                     evaluate_test=not args.no_test, step_time_s=args.step_time)
+    print(json.dumps(out, indent=2, default=str))
+    if out.get("tracking_uri"):
+        print(f"open the runs: mlflow ui --backend-store-uri {out['tracking_uri']} --host 127.0.0.1")
+    return 0 if out.get("dry_run") or out.get("completed") else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""Optuna search over dotted config keys with ASHA early stopping, and a final test evaluation.
+
+The search metric comes from the validation split carved out of the training data
+(``finetune.eval_split=val`` is forced for every search trial; the test area is never seen).
+The best config is then trained and evaluated once on the test split, as its own MLflow child
+run tagged ``stage=test``, reported separately from the search.
+
+A space is a dict of dotted key -> Tune domain. On the command line a domain is written
+``KEY=log:LO:HI`` (log-uniform), ``KEY=uniform:LO:HI``, ``KEY=int:LO:HI`` or
+``KEY=choice:A,B,C``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from optuna.storages import RDBStorage
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from t4p.config import Config, _leaf_types, apply_overrides, from_flat_dict, set_value, to_flat_dict
+from t4p.sweep.driver import (
+    close_children,
+    init_ray,
+    load_state,
+    new_sweep_id,
+    open_parent,
+    resolve_paths,
+    run_tune,
+    save_state,
+    share_data_caches,
+)
+from t4p.sweep.trial import SweepContext, finetune_trainable, tracked_fit
+from t4p.tracking import Tracker, resolve_uri
+
+log = logging.getLogger(__name__)
+
+DEFAULT_METRIC = "val_miou"  # t4p.train.loop reports <split>_miou
+
+
+def default_space() -> dict:
+    """Fine-tuning lr, weight decay, aux tau, n_ctx, TQM alpha/beta init (the issue's defaults)."""
+    return {
+        "optim.lr": tune.loguniform(1e-3, 0.3),
+        "optim.weight_decay": tune.loguniform(1e-5, 1e-3),
+        "loss.aux_tau": tune.uniform(0.03, 0.2),
+        "model.n_ctx": tune.choice([4, 8, 16]),
+        "model.tqm_alpha_init": tune.uniform(0.5, 1.5),
+        "model.tqm_beta_init": tune.uniform(0.0, 1.0),
+    }
+
+
+def parse_domain(item: str):
+    """``KEY=log:LO:HI`` etc. -> (key, Tune domain); errors name the item and the expected form."""
+    key, _, spec = item.partition("=")
+    if key not in _leaf_types():
+        raise ValueError(f"--param {item!r}: unknown config key {key!r}")
+    kind, _, rest = spec.partition(":")
+    try:
+        if kind == "choice":
+            values = [v.strip() for v in rest.split(",") if v.strip()]
+            probe = Config()
+            typed = []
+            for v in values:
+                set_value(probe, key, v)  # type-check each choice against the config
+                typed.append(eval_key(probe, key))
+            return key, tune.choice(typed)
+        lo, hi = rest.split(":")
+        if kind == "log":
+            return key, tune.loguniform(float(lo), float(hi))
+        if kind == "uniform":
+            return key, tune.uniform(float(lo), float(hi))
+        if kind == "int":
+            return key, tune.randint(int(lo), int(hi) + 1)
+    except ValueError as err:
+        raise ValueError(f"--param {item!r}: {err}") from None
+    raise ValueError(f"--param {item!r}: expected KEY=log:LO:HI, uniform:LO:HI, int:LO:HI or choice:A,B")
+
+
+def eval_key(cfg: Config, key: str):
+    obj = cfg
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _study_storage(cfg: Config) -> str:
+    path = Path(cfg.sweep.storage_path) / "t4p_sweeps" / f"{cfg.sweep.experiment}-optuna.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def run_search(cfg: Config, space: dict | None = None, *, metric: str = DEFAULT_METRIC, mode: str = "max",
+               num_cpus: int | None = None, loop_fn=None, evaluate_test: bool = True,
+               step_time_s: float = 0.5, fit_overhead_s: float = 20.0) -> dict:
+    """Optuna + ASHA over ``space`` (dotted keys); returns best config, metric and the test result."""
+    cfg = resolve_paths(cfg)
+    cfg = share_data_caches(cfg, cfg.sweep.storage_path)
+    space = space or default_space()
+    resume = cfg.sweep.resume
+    if resume:
+        state = load_state(cfg)
+        sweep_id = state["context"]["sweep_id"]
+        cfg = from_flat_dict(state["context"]["finetune_base"])
+        cfg.sweep.resume = True
+    else:
+        sweep_id = new_sweep_id()
+    plan = (f"search {sweep_id}: {cfg.sweep.trials} trials, <= {cfg.sweep.max_concurrent} at once, metric {metric} "
+            f"({mode}) on the val split, ASHA on 'step' (max {cfg.train.max_steps}), space: "
+            + ", ".join(sorted(space)))
+    fits = cfg.sweep.trials + int(evaluate_test)
+    hours = (fits * cfg.train.max_steps * step_time_s + fits * fit_overhead_s) / 3600
+    per_trial = cfg.sweep.gpus_per_trial or cfg.sweep.workers_per_trial * cfg.sweep.cpus_per_worker
+    kind = "GPU" if cfg.sweep.gpus_per_trial > 0 else "CPU"
+    plan += (f"\nRay Train fits: at most {fits} (ASHA stops some early); estimate at most {hours:.2f} trial-hours,"
+             f" {hours * per_trial:.2f} {kind}-hours (step time {step_time_s:g} s, {fit_overhead_s:g} s per fit)")
+    print(plan, flush=True)
+    if cfg.sweep.dry_run:
+        return {"dry_run": True, "plan": plan}
+
+    uri = resolve_uri(cfg) if cfg.tracking.enabled else None
+    ctx = SweepContext(
+        sweep_id=sweep_id, experiment=cfg.tracking.experiment or cfg.sweep.experiment,
+        storage_path=cfg.sweep.storage_path, stage_store=cfg.sweep.stage_store,
+        finetune_base=to_flat_dict(cfg), tracking_uri=uri,
+        fixed_overrides=("finetune.eval_split=val",), loop_fn=loop_fn,
+    )
+    tracker = Tracker(uri, ctx.experiment) if uri else None
+    open_parent(tracker, ctx, cfg, "search", {"metric": metric, "space": ",".join(sorted(space))})
+    save_state(cfg, ctx, {"kind": "search"})
+
+    init_ray(num_cpus)
+    searcher = OptunaSearch(metric=metric, mode=mode, study_name=f"t4p-{sweep_id}",
+                            storage=RDBStorage(_study_storage(cfg)))
+    grace = max(cfg.sweep.asha_grace_steps, cfg.train.eval_every)
+    # max_t one past the last step: a trial that reaches the end finishes itself (and its MLflow run)
+    # instead of being stopped by ASHA at its final report.
+    scheduler = ASHAScheduler(time_attr="step", metric=metric, mode=mode, max_t=cfg.train.max_steps + 1,
+                              grace_period=grace, reduction_factor=2)
+    tune_config = tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=cfg.sweep.trials,
+                                  max_concurrent_trials=cfg.sweep.max_concurrent)
+    t0 = time.time()
+    results = run_tune(finetune_trainable, ctx, cfg, f"{sweep_id}-search", space, resume, tune_config)
+    out = {"sweep_id": sweep_id, "parent_run_id": ctx.parent_run_id, "tracking_uri": uri,
+           "search_s": time.time() - t0, "trials": len(results)}
+    stopped = _mark_early_stopped(tracker, ctx, results, cfg.train.max_steps)
+    out["early_stopped"] = stopped
+    done = results.num_errors == 0 and results.num_terminated == len(results) == cfg.sweep.trials
+    out["completed"] = done
+    best = results.get_best_result(metric=metric, mode=mode, scope="all") if len(results) else None
+    if best is not None and best.config:
+        best_cfg = {k: v for k, v in best.config.items() if "." in k}
+        out.update(best_config=best_cfg, best_metric=(best.metrics or {}).get(metric))
+        print(f"best config ({metric} = {out['best_metric']}): {json.dumps(best_cfg, sort_keys=True)}", flush=True)
+        if tracker:
+            tracker.log_text(ctx.parent_run_id, json.dumps(out["best_config"], indent=2), "best_config.json")
+            tracker.set_tags(ctx.parent_run_id, {"best_trial": (best.metrics or {}).get("trial_id", "")})
+            tracker.log_metrics(ctx.parent_run_id, {f"best/{metric}": out["best_metric"] or float("nan")}, 0)
+        if done and evaluate_test:
+            out["test"] = evaluate_best(cfg, best_cfg, ctx)
+            if tracker:
+                tracker.log_metrics(ctx.parent_run_id, {f"test/{k}": v for k, v in out["test"].items()}, 0)
+    if tracker:
+        close_children(tracker, ctx)
+        tracker.finish(ctx.parent_run_id, "FINISHED" if done else "KILLED")
+    return out
+
+
+def _mark_early_stopped(tracker: Tracker | None, ctx: SweepContext, results, max_steps: int) -> int:
+    """Trials ASHA stopped (no error, below ``max_steps``): their runs get the last metrics, FINISHED + a tag."""
+    stopped = 0
+    for res in results:
+        metrics = res.metrics or {}
+        step = int(metrics.get("step", max_steps))
+        if res.error is not None or step >= max_steps:
+            continue
+        stopped += 1
+        trial_id = metrics.get("trial_id", "")
+        if tracker is None or not trial_id:
+            continue
+        for run in tracker.find_runs(sweep_id=ctx.sweep_id, trial=trial_id):
+            tracker.set_tags(run.info.run_id, {"early_stopped": "true", "stopped_at_step": str(step)})
+            final = {f"final/{k}": float(v) for k, v in metrics.items()
+                     if isinstance(v, int | float) and not isinstance(v, bool) and "/" not in k}
+            tracker.log_metrics(run.info.run_id, final, step)
+            if run.info.status == "RUNNING":
+                tracker.finish(run.info.run_id, "FINISHED")
+    return stopped
+
+
+def evaluate_best(cfg: Config, best: dict, ctx: SweepContext) -> dict:
+    """Train the best config once and evaluate it on the test split (child run ``stage=test``)."""
+    test_cfg = apply_overrides(cfg, ["finetune.eval_split=test"])
+    for key, value in best.items():
+        set_value(test_cfg, key, value)
+    name = f"{ctx.sweep_id}-best-test"
+    set_value(test_cfg, "train.out_dir", str(Path(ctx.storage_path) / "t4p_work" / name))
+    result, _ = tracked_fit(test_cfg, ctx, name=name, trial="best-test", stage="test",
+                            seed=test_cfg.train.seed, extra_tags={"split": "test"})
+    metrics = result.metrics or {}
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
