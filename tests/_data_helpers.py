@@ -42,8 +42,9 @@ def layout_exported(shared: Path, scene_dir: Path, frames=SEVEN_SCENES_FRAMES) -
     return scene_dir
 
 
-def write_sens_struct(path: Path, shared: Path, frames=SEVEN_SCENES_FRAMES, poses=None,
-                      color_override: dict | None = None) -> list[int]:
+def write_sens_struct(
+    path: Path, shared: Path, frames=SEVEN_SCENES_FRAMES, poses=None, color_override: dict | None = None
+) -> list[int]:
     """A ScanNet ``.sens`` (version 4, JPEG colour, zlib depth) holding the given 7-Scenes frames.
 
     Returns the byte offset where each frame's header starts.

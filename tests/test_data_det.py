@@ -41,7 +41,9 @@ def test_sunrgbd_label_with_wrong_field_count_names_file_and_line(tmp_path, shar
     t = tmp_path / "sunrgbd_trainval"
     (t / "label_v1").mkdir(parents=True)
     (t / "lidar").mkdir()
-    (t / "lidar" / "000001.npz").write_bytes((shared_data / "sunrgbd/sunrgbd_trainval/lidar/000001.npz").read_bytes())
+    (t / "lidar" / "000001.npz").write_bytes(
+        (shared_data / "sunrgbd/sunrgbd_trainval/lidar/000001.npz").read_bytes()
+    )
     (t / "label_v1" / "000001.txt").write_text("bed 1 2 3 4 0 0 0 1 1 1 1\n")
     with pytest.raises(sunrgbd.SUNRGBDFormatError, match=r"000001\.txt:1: expected 13 fields"):
         sunrgbd.read_scene(tmp_path, "000001")
@@ -89,7 +91,9 @@ def test_augmentation_moves_boxes_with_points():
     local = rng.uniform(-0.5, 0.5, (500, 3)) * [2.0, 1.0, 1.0]
     xyz = local @ np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]).T + box[0, :3]
     for seed in range(5):
-        out, _, b = augment_points(xyz, np.zeros((500, 3), np.uint8), AugmentSpec(), np.random.default_rng(seed), box)
+        out, _, b = augment_points(
+            xyz, np.zeros((500, 3), np.uint8), AugmentSpec(), np.random.default_rng(seed), box
+        )
         cb, sb = np.cos(b[0, 6]), np.sin(b[0, 6])
         back = (out - b[0, :3]) @ np.array([[cb, -sb, 0], [sb, cb, 0], [0, 0, 1]])  # into the box frame
         assert (np.abs(back) <= b[0, 3:6] / 2 + 1e-4).all()

@@ -39,7 +39,9 @@ def _all_npz_load(out: Path) -> int:
 def rgbd_scenes(shared_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("rgbd") / "scans"
     for k in range(3):
-        layout_exported(shared_data, root / f"scene000{k}_00", frames=tuple(range(300 * k, 300 * k + 300, 100)))
+        layout_exported(
+            shared_data, root / f"scene000{k}_00", frames=tuple(range(300 * k, 300 * k + 300, 100))
+        )
     return root.parent
 
 
@@ -68,17 +70,24 @@ def test_failed_unit_is_not_recorded_and_rerun_finishes(shared_data, tmp_path):
     assert not list(out.rglob(".tmp-*"))
     done = out / "scene0000_00" / "000000.npz"
     before = done.stat().st_mtime_ns
-    shutil.copyfile(shared_data / "7scenes_rgbd" / "frame-000050.pose.txt", src / "scene0001_00" / "pose" / "50.txt")
+    shutil.copyfile(
+        shared_data / "7scenes_rgbd" / "frame-000050.pose.txt", src / "scene0001_00" / "pose" / "50.txt"
+    )
     m = prepare("scannet-rgbd", src, out, SMALL, progress=False)
     assert m["complete"] and len(m["units"]) == 2 and done.stat().st_mtime_ns == before
 
 
 def test_killed_prepare_leaves_no_half_written_file(rgbd_scenes, tmp_path):
     out = tmp_path / "cache"
-    code = ("import sys; from t4p.data.prepare import prepare, PrepareSettings; "
-            "prepare('scannet-rgbd', sys.argv[1], sys.argv[2], PrepareSettings(frame_skip=1), progress=False)")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(rgbd_scenes), str(out)], cwd=REPO,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    code = (
+        "import sys; from t4p.data.prepare import prepare, PrepareSettings; "
+        "prepare('scannet-rgbd', sys.argv[1], sys.argv[2], PrepareSettings(frame_skip=1), progress=False)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(rgbd_scenes), str(out)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     deadline = time.time() + 60
     while time.time() < deadline and not list(out.rglob("*.npz")):
         time.sleep(0.02)
@@ -102,8 +111,20 @@ def test_cli_prepare_and_inspect(shared_data, tmp_path, capsys, rgbd_scenes):
     assert info["classes"]["ceiling"] == 19 and sum(info["classes"].values()) == 100
     np.testing.assert_allclose(info["bounds"]["min"], [0.043, 0.012, 0.051], atol=2e-3)
 
-    assert main(["data", "inspect", str(rgbd_scenes / "scans" / "scene0000_00"), "--format", "scannet-rgbd",
-                 "--frame-skip", "100"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "inspect",
+                str(rgbd_scenes / "scans" / "scene0000_00"),
+                "--format",
+                "scannet-rgbd",
+                "--frame-skip",
+                "100",
+            ]
+        )
+        == 0
+    )
     info = json.loads(capsys.readouterr().out)
     assert (info["num_frames"], info["selected_frames"], info["skipped"]) == (3, 3, {})
     assert -3 < info["bounds"]["min"][0] < info["bounds"]["max"][0] < 4

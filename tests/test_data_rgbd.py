@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -110,8 +111,9 @@ def test_malformed_pose_file_is_an_error_naming_it(tmp_path, shared_data):
 
 def test_intrinsics_scale_to_240x320():
     K = np.array([[585.0, 0, 320], [0, 585, 240], [0, 0, 1]])
-    np.testing.assert_allclose(scale_intrinsics(K, (480, 640), (240, 320)),
-                               [[292.5, 0, 159.75], [0, 292.5, 119.75], [0, 0, 1]])
+    np.testing.assert_allclose(
+        scale_intrinsics(K, (480, 640), (240, 320)), [[292.5, 0, 159.75], [0, 292.5, 119.75], [0, 0, 1]]
+    )
 
 
 def naive_pairs(coords, voxel_size, depth, K, pose, tol):

@@ -22,7 +22,9 @@ def test_raw_room_reads_back_the_fixture(shared_data, tmp_path):
     assert room.repaired == [] and room.skipped == []
     # the reader groups points by annotation file; compare as sets of (xyz, rgb, class)
     got = sorted(zip(np.round(room.xyz, 4).tolist(), room.rgb.tolist(), room.labels.tolist(), strict=True))
-    want = sorted(zip(np.round(pts[:, :3], 4).tolist(), pts[:, 3:].astype(int).tolist(), sem.tolist(), strict=True))
+    want = sorted(
+        zip(np.round(pts[:, :3], 4).tolist(), pts[:, 3:].astype(int).tolist(), sem.tolist(), strict=True)
+    )
     assert got == want
     # instances: same partition of the points as the fixture's instance mask
     key = {tuple(np.round(p[:3], 4)): k for p, k in zip(pts, ins, strict=True)}
@@ -40,7 +42,9 @@ def _write(path: Path, lines: list[str]) -> None:
 def test_hallway_6_style_typo_is_repaired_and_reported(tmp_path, caplog):
     ann = tmp_path / "Area_5" / "hallway_6" / "Annotations"
     good = ["1.000 2.000 3.000 10 20 30", "1.100 2.100 3.100 11 21 31"]
-    _write(ann / "ceiling_1.txt", [*good, "19.302 -9.160 3.043 103.0\x100000 196 184", "1.2 2.2 3.2 12 22 32"])
+    _write(
+        ann / "ceiling_1.txt", [*good, "19.302 -9.160 3.043 103.0\x100000 196 184", "1.2 2.2 3.2 12 22 32"]
+    )
     _write(ann / "wall_1.txt", ["0 0 0 1 1 1", "0.5 0.5 bad 1 1", "0 1 0 2 2 2"])
     with caplog.at_level(logging.WARNING):
         room = read_room(ann.parent)

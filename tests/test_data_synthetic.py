@@ -34,7 +34,9 @@ def test_generation_is_deterministic_per_seed(synth, tmp_path):
 
 def test_every_layout_is_read_by_the_real_readers(synth):
     stats = SkipStats()
-    frames = list(read_exported_scene(synth / "scannet" / "scans" / "scene0000_00", frame_skip=1, stats=stats))
+    frames = list(
+        read_exported_scene(synth / "scannet" / "scans" / "scene0000_00", frame_skip=1, stats=stats)
+    )
     assert len(frames) == 3 and stats.counts == {}
     assert frames[0].color.shape == (48, 64, 3) and 0.3 < frames[0].depth[frames[0].depth > 0].mean() < 8
     rooms = s3dis.list_rooms(synth / "s3dis")
@@ -86,7 +88,9 @@ def test_make_dataset_pretrain(out_dir):
     ds = make_dataset(cfg, "train")
     assert len(ds) == 5 * 2  # train scenes only (the Area 5 room is ScanNet "val")
     b = ds.collate([ds[0], ds[1]])
-    assert isinstance(b, PretrainBatch) and b.images.shape == (2, 3, 48, 64) and b.depth.shape == (2, 1, 48, 64)
+    assert (
+        isinstance(b, PretrainBatch) and b.images.shape == (2, 3, 48, 64) and b.depth.shape == (2, 1, 48, 64)
+    )
     assert b.coords.dtype == torch.int32 and (b.coords[:, 1:] >= 0).all()
     assert b.coords[:, 0].unique().tolist() == [0, 1]
     assert (b.pair_pixel < 48 * 64).all() and (b.pair_voxel < len(b.coords)).all()

@@ -26,7 +26,11 @@ def rotation_z(angle: float) -> np.ndarray:
 
 
 def augment_points(
-    xyz: np.ndarray, rgb: np.ndarray, spec: AugmentSpec, rng: np.random.Generator, boxes: np.ndarray | None = None
+    xyz: np.ndarray,
+    rgb: np.ndarray,
+    spec: AugmentSpec,
+    rng: np.random.Generator,
+    boxes: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(xyz (N, 3), rgb (N, 3) uint8, boxes (K, 8) or None) after random flip/rotate/scale/jitter."""
     xyz = xyz.astype(np.float64)

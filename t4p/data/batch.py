@@ -19,8 +19,9 @@ def _move(obj, device):
 class _ToDevice:
     def to(self, device):
         """A copy with every tensor (also inside lists) on ``device``."""
-        return dataclasses.replace(self, **{f.name: _move(getattr(self, f.name), device)
-                                            for f in dataclasses.fields(self)})
+        return dataclasses.replace(
+            self, **{f.name: _move(getattr(self, f.name), device) for f in dataclasses.fields(self)}
+        )
 
 
 @dataclass
@@ -49,4 +50,6 @@ class SegBatch(_ToDevice):
 
 @dataclass
 class DetBatch(SegBatch):
-    boxes: list[torch.Tensor] = dataclasses.field(default_factory=list)  # (K_i, 8) centre, size, heading, class
+    boxes: list[torch.Tensor] = dataclasses.field(
+        default_factory=list
+    )  # (K_i, 8) centre, size, heading, class

@@ -21,8 +21,18 @@ def _synth(args: argparse.Namespace) -> int:
 def _prepare(args: argparse.Namespace) -> int:
     from t4p.data.prepare import PrepareSettings, prepare
 
-    s = PrepareSettings(args.frame_skip, args.height, args.width, args.voxel_size, args.depth_tol, args.label_version)
-    m = prepare(args.format, args.src, args.out, s, workers=args.workers, executor="ray" if args.ray else "local")
+    s = PrepareSettings(
+        args.frame_skip,
+        args.height,
+        args.width,
+        args.voxel_size,
+        args.depth_tol,
+        args.label_version,
+        args.classes,
+    )
+    m = prepare(
+        args.format, args.src, args.out, s, workers=args.workers, executor="ray" if args.ray else "local"
+    )
     print(json.dumps({"out": args.out, "units": len(m["units"]), **m["totals"]}))
     return 0
 
@@ -30,7 +40,9 @@ def _prepare(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     from t4p.data.summary import inspect_source
 
-    print(json.dumps(inspect_source(args.path, args.format, args.frame_skip, args.label_version)))
+    print(
+        json.dumps(inspect_source(args.path, args.format, args.frame_skip, args.label_version, args.classes))
+    )
     return 0
 
 
@@ -84,3 +96,4 @@ def register(subparsers) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frame-skip", type=int, default=25)
     p.add_argument("--label-version", choices=("v1", "v2"), default="v1")
+    p.add_argument("--classes", default="s3dis13", help="class list of labelled rooms (t4p.data.classes)")

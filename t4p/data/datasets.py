@@ -71,9 +71,14 @@ class PretrainDataset(Dataset):
         depth = torch.from_numpy(np.stack([p.depth for p in items]).astype(np.float32))
         depth = depth[:, None]  # (B, 1, H, W)
         return PretrainBatch(
-            torch.from_numpy(np.concatenate(coords)), torch.from_numpy(np.concatenate(feats)), images, depth,
-            torch.from_numpy(np.concatenate(pv)), torch.from_numpy(np.concatenate(pp)),
-            torch.from_numpy(np.concatenate(pf)), [p.frame_id for p in items],
+            torch.from_numpy(np.concatenate(coords)),
+            torch.from_numpy(np.concatenate(feats)),
+            images,
+            depth,
+            torch.from_numpy(np.concatenate(pv)),
+            torch.from_numpy(np.concatenate(pp)),
+            torch.from_numpy(np.concatenate(pf)),
+            [p.frame_id for p in items],
         )
 
 
@@ -83,8 +88,14 @@ class PretrainDataset(Dataset):
 class PointsDataset(Dataset):
     """Rooms or scenes from a prepared cache, augmented (train) and voxelised per item."""
 
-    def __init__(self, files: list[Path], voxel_size: float, augment: AugmentSpec | None, num_points: int = 0,
-                 with_boxes: bool = False):
+    def __init__(
+        self,
+        files: list[Path],
+        voxel_size: float,
+        augment: AugmentSpec | None,
+        num_points: int = 0,
+        with_boxes: bool = False,
+    ):
         self.files = files
         self.voxel_size = voxel_size
         self.augment = augment
@@ -107,9 +118,15 @@ class PointsDataset(Dataset):
         vox = voxelize(xyz, self.voxel_size, labels)
         coords = vox.coords - vox.coords.min(axis=0)  # (M, 3) non-negative
         return {
-            "scene_id": self.files[i].stem, "coords": coords, "feats": color_to_feats(rgb[vox.voxel2point]),
-            "labels": vox.labels, "point2voxel": vox.point2voxel, "point_labels": labels.astype(np.int64),
-            "point_instances": inst.astype(np.int64), "point_xyz": xyz.astype(np.float32), "boxes": boxes,
+            "scene_id": self.files[i].stem,
+            "coords": coords,
+            "feats": color_to_feats(rgb[vox.voxel2point]),
+            "labels": vox.labels,
+            "point2voxel": vox.point2voxel,
+            "point_labels": labels.astype(np.int64),
+            "point_instances": inst.astype(np.int64),
+            "point_xyz": xyz.astype(np.float32),
+            "boxes": boxes,
         }
 
     def collate(self, items: list[dict]) -> SegBatch | DetBatch:
@@ -124,12 +141,18 @@ class PointsDataset(Dataset):
 
         fields = dict(
             coords=torch.from_numpy(np.concatenate(coords).astype(np.int32)),
-            feats=cat("feats"), labels=cat("labels"), point2voxel=torch.from_numpy(np.concatenate(p2v)),
-            point_labels=cat("point_labels"), point_instances=cat("point_instances"), point_xyz=cat("point_xyz"),
+            feats=cat("feats"),
+            labels=cat("labels"),
+            point2voxel=torch.from_numpy(np.concatenate(p2v)),
+            point_labels=cat("point_labels"),
+            point_instances=cat("point_instances"),
+            point_xyz=cat("point_xyz"),
             scene_ids=[it["scene_id"] for it in items],
         )
         if self.with_boxes:
-            return DetBatch(**fields, boxes=[torch.from_numpy(np.asarray(it["boxes"], np.float32)) for it in items])
+            return DetBatch(
+                **fields, boxes=[torch.from_numpy(np.asarray(it["boxes"], np.float32)) for it in items]
+            )
         return SegBatch(**fields)
 
 
@@ -179,8 +202,11 @@ def select_units(cfg: Config, fmt: str, src: Path, units: list[str], manifest: d
         names = {"train": ("scannetv2_train.txt",), "test": ("scannetv2_val.txt",)}
     train_file = _find_split_file(src, names["train"])
     if train_file is None:
-        log.warning("%s: no official split file (%s); using every scene, val = test = a hold-out",
-                    src, names["train"][0])
+        log.warning(
+            "%s: no official split file (%s); using every scene, val = test = a hold-out",
+            src,
+            names["train"][0],
+        )
         return _holdout(units, "val" if split in ("val", "test") else "train", d.val_fraction)
     if split == "test" or (fmt.startswith("scannet-") and cfg.train.task == "pretrain" and split == "val"):
         test_file = _find_split_file(src, names["test"])
@@ -200,8 +226,12 @@ def prepare_settings(cfg: Config, synthetic: bool = False) -> PrepareSettings:
     d = cfg.data
     return PrepareSettings(
         frame_skip=1 if synthetic else d.frame_skip,  # synthetic frames are already key frames
-        image_height=d.image_height, image_width=d.image_width, voxel_size=d.voxel_size,
-        corr_depth_tol=d.corr_depth_tol, label_version=d.label_version,
+        image_height=d.image_height,
+        image_width=d.image_width,
+        voxel_size=d.voxel_size,
+        corr_depth_tol=d.corr_depth_tol,
+        label_version=d.label_version,
+        classes=d.classes if cfg.train.task in ("semseg", "insseg") else "s3dis13",
     )
 
 
@@ -235,7 +265,10 @@ def prepared_dir(cfg: Config, fmt: str, src: Path, settings: PrepareSettings) ->
 
 
 def make_dataset(cfg: Config, split: str) -> Dataset:
-    """The dataset of ``split`` (train | val | test) for ``cfg.train.task``; its ``collate`` builds batches."""
+    """The dataset of ``split`` (train | val | test) for ``cfg.train.task``.
+
+    Its ``collate`` builds the task's batch dataclass.
+    """
     if split not in ("train", "val", "test"):
         raise ValueError(f"split {split!r}: expected train, val or test")
     fmt, src, synthetic = resolve_source(cfg)
@@ -247,7 +280,9 @@ def make_dataset(cfg: Config, split: str) -> Dataset:
     manifest = read_manifest(out)
     units = select_units(cfg, fmt, src, list(manifest["units"]), manifest, split)
     if not units:
-        raise ValueError(f"{src}: split {split!r} has no scenes/rooms (check data.scenes / areas / split files)")
+        raise ValueError(
+            f"{src}: split {split!r} has no scenes/rooms (check data.scenes / areas / split files)"
+        )
     files = [out / f for u in units for f in manifest["units"][u]["files"]]
     task = cfg.train.task
     if task == "pretrain":
@@ -256,4 +291,6 @@ def make_dataset(cfg: Config, split: str) -> Dataset:
     aug = None
     if split == "train" and d.augment:
         aug = AugmentSpec(d.aug_flip, d.aug_rotate_z, d.aug_scale_min, d.aug_scale_max, d.aug_color_jitter)
-    return PointsDataset(files, d.voxel_size, aug, d.num_points if task == "det" else 0, with_boxes=task == "det")
+    return PointsDataset(
+        files, d.voxel_size, aug, d.num_points if task == "det" else 0, with_boxes=task == "det"
+    )

@@ -79,7 +79,9 @@ def project(xyz: np.ndarray, K: np.ndarray, pose: np.ndarray) -> tuple[np.ndarra
     return u, v, z
 
 
-def register_depth(depth: np.ndarray, K_depth: np.ndarray, K_out: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+def register_depth(
+    depth: np.ndarray, K_depth: np.ndarray, K_out: np.ndarray, hw: tuple[int, int]
+) -> np.ndarray:
     """Re-sample a depth map into a camera with intrinsics ``K_out`` at ``hw``; nearest surface wins."""
     h, w = hw
     cam, _ = backproject_camera(depth, K_depth)  # (N, 3)
@@ -106,12 +108,19 @@ def resize_frame(frame: RGBDFrame, hw: tuple[int, int]) -> tuple[np.ndarray, np.
     same_camera = frame.depth.shape == (h, w) and np.allclose(
         scale_intrinsics(frame.K_depth, frame.depth.shape, hw), K
     )
-    depth = frame.depth.astype(np.float32) if same_camera else register_depth(frame.depth, frame.K_depth, K, hw)
+    depth = (
+        frame.depth.astype(np.float32) if same_camera else register_depth(frame.depth, frame.K_depth, K, hw)
+    )
     return color, depth, K
 
 
 def correspondences(
-    coords: np.ndarray, voxel_size: float, depth: np.ndarray, K: np.ndarray, pose: np.ndarray, depth_tol: float
+    coords: np.ndarray,
+    voxel_size: float,
+    depth: np.ndarray,
+    K: np.ndarray,
+    pose: np.ndarray,
+    depth_tol: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Voxels whose centre projects into the frame with depth within ``depth_tol``: (voxel rows, pixels)."""
     h, w = depth.shape
@@ -125,9 +134,7 @@ def correspondences(
     return rows[ok].astype(np.int32), pix[ok].astype(np.int32)
 
 
-def build_pairs(
-    frame: RGBDFrame, hw: tuple[int, int], voxel_size: float, depth_tol: float
-) -> FramePairs:
+def build_pairs(frame: RGBDFrame, hw: tuple[int, int], voxel_size: float, depth_tol: float) -> FramePairs:
     """Resize, back-project, voxelise and match one frame (see the module docstring)."""
     color, depth, K = resize_frame(frame, hw)
     xyz, pix = backproject(depth, K, frame.pose)  # (N, 3), (N,)
@@ -142,8 +149,16 @@ def build_pairs(
 
 def save_pairs(path: str | Path, p: FramePairs) -> None:
     save_npz(
-        path, frame_id=np.array(p.frame_id), color=p.color, depth=p.depth.astype(np.float16), K=p.K, pose=p.pose,
-        coords=p.coords, feats=p.feats, pair_voxel=p.pair_voxel, pair_pixel=p.pair_pixel,
+        path,
+        frame_id=np.array(p.frame_id),
+        color=p.color,
+        depth=p.depth.astype(np.float16),
+        K=p.K,
+        pose=p.pose,
+        coords=p.coords,
+        feats=p.feats,
+        pair_voxel=p.pair_voxel,
+        pair_pixel=p.pair_pixel,
         voxel_size=np.array(p.voxel_size),
     )
 
@@ -151,6 +166,14 @@ def save_pairs(path: str | Path, p: FramePairs) -> None:
 def load_pairs(path: str | Path) -> FramePairs:
     with np.load(path) as z:
         return FramePairs(
-            str(z["frame_id"]), z["color"], z["depth"].astype(np.float32), z["K"], z["pose"], z["coords"],
-            z["feats"], z["pair_voxel"], z["pair_pixel"], float(z["voxel_size"]),
+            str(z["frame_id"]),
+            z["color"],
+            z["depth"].astype(np.float32),
+            z["K"],
+            z["pose"],
+            z["coords"],
+            z["feats"],
+            z["pair_voxel"],
+            z["pair_pixel"],
+            float(z["voxel_size"]),
         )

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from t4p.data import s3dis, scannet_votenet, sunrgbd
 from t4p.data.atomic import clean_temporaries, save_npz, write_json
+from t4p.data.classes import class_list
 from t4p.data.pairs import build_pairs, save_pairs
 from t4p.data.scannet_rgbd import SkipStats, is_exported_scene, read_exported_scene
 from t4p.data.scannet_sens import iter_sens
@@ -48,17 +49,21 @@ class PrepareSettings:
     voxel_size: float = 0.025
     corr_depth_tol: float = 0.02
     label_version: str = "v1"
+    classes: str = "s3dis13"  # class list of labelled rooms (s3dis-raw)
 
     def key(self, fmt: str) -> dict:
         """The settings that change the cache of ``fmt``."""
         if fmt in ("scannet-sens", "scannet-rgbd"):
-            return {k: v for k, v in asdict(self).items() if k != "label_version"}
+            return {k: v for k, v in asdict(self).items() if k not in ("label_version", "classes")}
+        if fmt == "s3dis-raw":
+            return {"classes": self.classes}
         return {"label_version": self.label_version} if fmt == "sunrgbd" else {}
 
 
 def settings_hash(fmt: str, src: str | Path, settings: PrepareSettings) -> str:
-    blob = json.dumps({"fmt": fmt, "src": str(Path(src).resolve()), "v": CACHE_VERSION, **settings.key(fmt)},
-                      sort_keys=True)
+    blob = json.dumps(
+        {"fmt": fmt, "src": str(Path(src).resolve()), "v": CACHE_VERSION, **settings.key(fmt)}, sort_keys=True
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -102,7 +107,9 @@ def _s3dis_room_dir(src: Path, unit: str) -> Path:
     return src / unit
 
 
-def _frames_unit(frames: Iterable, out: Path, scene: str, settings: PrepareSettings, stats: SkipStats) -> dict:
+def _frames_unit(
+    frames: Iterable, out: Path, scene: str, settings: PrepareSettings, stats: SkipStats
+) -> dict:
     hw = (settings.image_height, settings.image_width)
     records = []
     for frame in frames:
@@ -111,8 +118,12 @@ def _frames_unit(frames: Iterable, out: Path, scene: str, settings: PrepareSetti
         rel = f"{scene}/{frame.index:06d}.npz"
         save_pairs(out / rel, p)
         records.append({"file": rel, "frame": frame.index, "voxels": len(p.coords), "pairs": p.num_pairs})
-    return {"files": [r["file"] for r in records], "frames": records, **stats.to_dict(),
-            "skip_examples": stats.examples}
+    return {
+        "files": [r["file"] for r in records],
+        "frames": records,
+        **stats.to_dict(),
+        "skip_examples": stats.examples,
+    }
 
 
 def prepare_unit(fmt: str, src: str, unit: str, out: str, settings: PrepareSettings) -> dict:
@@ -121,25 +132,33 @@ def prepare_unit(fmt: str, src: str, unit: str, out: str, settings: PrepareSetti
     if fmt == "scannet-rgbd":
         scene_dir = src_p if unit == "." else src_p / unit
         stats = SkipStats()
-        return _frames_unit(read_exported_scene(scene_dir, settings.frame_skip, stats), out_p,
-                            scene_dir.name, settings, stats)
+        return _frames_unit(
+            read_exported_scene(scene_dir, settings.frame_skip, stats), out_p, scene_dir.name, settings, stats
+        )
     if fmt == "scannet-sens":
         path = src_p if src_p.is_file() else src_p / unit
         stats = SkipStats()
         return _frames_unit(iter_sens(path, settings.frame_skip, stats), out_p, path.stem, settings, stats)
     if fmt == "s3dis-raw":
-        room = s3dis.read_room(_s3dis_room_dir(src_p, unit))
+        room = s3dis.read_room(_s3dis_room_dir(src_p, unit), classes=class_list(settings.classes))
         rel = f"Area_{room.area}/{room.name}.npz"
         save_npz(out_p / rel, xyz=room.xyz, rgb=room.rgb, labels=room.labels, instances=room.instances)
-        return {"files": [rel], "points": len(room.xyz), "repaired_lines": room.repaired,
-                "skipped_lines": room.skipped, "area": room.area}
+        return {
+            "files": [rel],
+            "points": len(room.xyz),
+            "repaired_lines": room.repaired,
+            "skipped_lines": room.skipped,
+            "area": room.area,
+        }
     if fmt in ("scannet-votenet", "sunrgbd"):
         if fmt == "scannet-votenet":
             sc = scannet_votenet.read_scene(src_p, unit)
         else:
             sc = sunrgbd.read_scene(src_p, unit, settings.label_version)
         rel = f"{unit}.npz"
-        save_npz(out_p / rel, xyz=sc.xyz, rgb=sc.rgb, labels=sc.labels, instances=sc.instances, boxes=sc.boxes)
+        save_npz(
+            out_p / rel, xyz=sc.xyz, rgb=sc.rgb, labels=sc.labels, instances=sc.instances, boxes=sc.boxes
+        )
         return {"files": [rel], "points": len(sc.xyz), "boxes": len(sc.boxes)}
     raise ValueError(f"unknown data format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
@@ -207,12 +226,21 @@ def prepare(
         if manifest.get("config_hash") not in (None, h):
             log.warning("%s: cache was prepared with other settings; preparing again", out)
             manifest = {}
-        manifest.update({"format": fmt, "source": str(src.resolve()), "config_hash": h,
-                         "settings": settings.key(fmt), "complete": False})
+        manifest.update(
+            {
+                "format": fmt,
+                "source": str(src.resolve()),
+                "config_hash": h,
+                "settings": settings.key(fmt),
+                "complete": False,
+            }
+        )
         manifest.setdefault("units", {})
         todo = [u for u in units if not _done(manifest, u, out)]
         if len(todo) < len(units):
-            log.info("%s: %d of %d units already prepared, skipping them", out, len(units) - len(todo), len(units))
+            log.info(
+                "%s: %d of %d units already prepared, skipping them", out, len(units) - len(todo), len(units)
+            )
         jobs = [(fmt, str(src), u, str(out), settings) for u in todo]
         if executor == "ray":
             from t4p.sweep.prepare_ray import run_ray_tasks  # lazy: t4p.data never imports ray itself
@@ -243,8 +271,12 @@ def totals(fmt: str, manifest: dict) -> dict:
             for k, v in e["skipped"].items():
                 skipped[k] = skipped.get(k, 0) + v
         frames = [f for e in entries for f in e["frames"]]
-        return {"num_frames": sum(e["num_frames"] for e in entries), "selected_frames": len(frames),
-                "skipped": skipped, "pairs": int(sum(f["pairs"] for f in frames))}
+        return {
+            "num_frames": sum(e["num_frames"] for e in entries),
+            "selected_frames": len(frames),
+            "skipped": skipped,
+            "pairs": int(sum(f["pairs"] for f in frames)),
+        }
     out = {"points": int(sum(e["points"] for e in entries))}
     if fmt == "s3dis-raw":
         out["repaired_lines"] = sum(len(e["repaired_lines"]) for e in entries)
@@ -257,5 +289,3 @@ def totals(fmt: str, manifest: dict) -> dict:
 def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
     with np.load(path) as z:
         return {k: z[k] for k in z.files}
-
-

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from t4p.data.classes import S3DIS13, S3DIS_ALIASES
+from t4p.data.classes import S3DIS13, S3DIS_ALIASES, ClassList
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +47,19 @@ class Room:
         return f"Area_{self.area}/{self.name}"
 
 
-def class_of(path: Path) -> int:
+def class_of(path: Path, classes: ClassList = S3DIS13) -> int:
     """Class index from an annotation file name ``<class>_<k>.txt``."""
     stem = path.stem
     name = stem.rsplit("_", 1)[0] if "_" in stem else stem
-    name = S3DIS_ALIASES.get(name, name)
-    if name not in S3DIS13.names:
+    if classes is S3DIS13:
+        name = S3DIS_ALIASES.get(name, name)
+    if name not in classes.names:
+        extra = " (or 'stairs')" if classes is S3DIS13 else ""
         raise S3DISFormatError(
-            f"{path}: unknown class {name!r}; expected one of {', '.join(S3DIS13.names)} (or 'stairs')"
+            f"{path}: unknown class {name!r}; expected one of {', '.join(classes.names)}{extra} "
+            f"(class list {classes.key!r})"
         )
-    return S3DIS13.index(name)
+    return classes.index(name)
 
 
 def _parse_slow(path: Path, text: str, repaired: list[str], skipped: list[str]) -> np.ndarray:
@@ -100,8 +103,8 @@ def read_points_txt(path: str | Path, repaired: list[str], skipped: list[str]) -
     return _parse_slow(path, text, repaired, skipped)
 
 
-def read_room(room_dir: str | Path, area: int | None = None) -> Room:
-    """Read one raw room from its ``Annotations/`` folder."""
+def read_room(room_dir: str | Path, area: int | None = None, classes: ClassList = S3DIS13) -> Room:
+    """Read one raw room from its ``Annotations/`` folder; class names come from ``classes``."""
     room_dir = Path(room_dir)
     ann = room_dir / "Annotations"
     files = sorted(p for p in ann.glob("*.txt") if not p.name.startswith("."))
@@ -113,15 +116,21 @@ def read_room(room_dir: str | Path, area: int | None = None) -> Room:
     skipped: list[str] = []
     parts, labels, instances = [], [], []
     for inst, f in enumerate(files):
-        cls = class_of(f)
+        cls = class_of(f, classes)
         pts = read_points_txt(f, repaired, skipped)  # (n, 6)
         parts.append(pts)
         labels.append(np.full(len(pts), cls, dtype=np.int64))
         instances.append(np.full(len(pts), inst, dtype=np.int64))
     pts = np.concatenate(parts)
     return Room(
-        area, room_dir.name, pts[:, :3].astype(np.float32), np.clip(pts[:, 3:], 0, 255).astype(np.uint8),
-        np.concatenate(labels), np.concatenate(instances), repaired, skipped,
+        area,
+        room_dir.name,
+        pts[:, :3].astype(np.float32),
+        np.clip(pts[:, 3:], 0, 255).astype(np.uint8),
+        np.concatenate(labels),
+        np.concatenate(instances),
+        repaired,
+        skipped,
     )
 
 

@@ -106,7 +106,9 @@ def read_depth_png(path: Path, depth_shift: float = 1000.0) -> np.ndarray:
     with Image.open(path) as im:
         arr = np.array(im)
     if arr.ndim != 2 or arr.dtype not in (np.uint16, np.int32):
-        raise RGBDFormatError(f"{path}: expected a 16-bit single-channel PNG (mm), got {arr.dtype} {arr.shape}")
+        raise RGBDFormatError(
+            f"{path}: expected a 16-bit single-channel PNG (mm), got {arr.dtype} {arr.shape}"
+        )
     return depth_mm_to_m(arr.astype(np.uint16), depth_shift)
 
 

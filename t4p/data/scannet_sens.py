@@ -67,7 +67,9 @@ def _read_exact(f, n: int, path: Path, what: str) -> bytes:
 def read_sens_header(f, path: Path) -> SensHeader:
     (version,) = struct.unpack("<I", _read_exact(f, 4, path, "the version"))
     if version != SENS_VERSION:
-        raise SensFormatError(f"{path}: version {version}, expected {SENS_VERSION} (is this a ScanNet .sens file?)")
+        raise SensFormatError(
+            f"{path}: version {version}, expected {SENS_VERSION} (is this a ScanNet .sens file?)"
+        )
     (n,) = struct.unpack("<Q", _read_exact(f, 8, path, "the sensor name length"))
     if n > 4096:
         raise SensFormatError(f"{path}: sensor name length {n} is implausible (expected < 4096)")
@@ -78,8 +80,16 @@ def read_sens_header(f, path: Path) -> SensHeader:
     if cc not in COLOR_COMPRESSION or dc not in DEPTH_COMPRESSION:
         raise SensFormatError(f"{path}: unsupported compression colour={cc} depth={dc}")
     return SensHeader(
-        version, name, mats[0].astype(np.float64), mats[2].astype(np.float64),
-        COLOR_COMPRESSION[cc], DEPTH_COMPRESSION[dc], (cw, ch), (dw, dh), shift, num_frames,
+        version,
+        name,
+        mats[0].astype(np.float64),
+        mats[2].astype(np.float64),
+        COLOR_COMPRESSION[cc],
+        DEPTH_COMPRESSION[dc],
+        (cw, ch),
+        (dw, dh),
+        shift,
+        num_frames,
     )
 
 
@@ -94,7 +104,9 @@ def _decode_depth(data: bytes, h: SensHeader, path: Path, i: int) -> np.ndarray:
     raw = zlib.decompress(data) if h.depth_compression == "zlib_ushort" else data
     w, hh = h.depth_size
     if len(raw) != 2 * w * hh:
-        raise SensFormatError(f"{path}: frame {i}: depth has {len(raw)} bytes, expected {2 * w * hh} ({w}x{hh} uint16)")
+        raise SensFormatError(
+            f"{path}: frame {i}: depth has {len(raw)} bytes, expected {2 * w * hh} ({w}x{hh} uint16)"
+        )
     return depth_mm_to_m(np.frombuffer(raw, dtype="<u2").reshape(hh, w), h.depth_shift)
 
 
@@ -151,6 +163,7 @@ def write_sens(
     color_size: tuple[int, int],
 ) -> None:
     """Write a minimal ``.sens`` file (JPEG colour, zlib depth); used by the benchmark and demos."""
+
     def mat(k: np.ndarray) -> bytes:
         m = np.eye(4, dtype="<f4")
         m[: k.shape[0], : k.shape[1]] = k

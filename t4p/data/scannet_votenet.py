@@ -67,7 +67,9 @@ def read_scene(root: str | Path, scene: str) -> DetScene:
     ins = _load(root / f"{scene}_ins_label.npy", 1, None, "per-point instance ids")
     for arr, name in ((sem, "sem_label"), (ins, "ins_label")):
         if len(arr) != n:
-            raise VoteNetFormatError(f"{root / f'{scene}_{name}.npy'}: {len(arr)} values, expected {n} (one per point)")
+            raise VoteNetFormatError(
+                f"{root / f'{scene}_{name}.npy'}: {len(arr)} values, expected {n} (one per point)"
+            )
     bbox = _load(root / f"{scene}_bbox.npy", 2, 7, "boxes cx cy cz dx dy dz nyu40_id")
     cls = map_nyu40(bbox[:, 6]) if len(bbox) else np.zeros(0, dtype=np.int64)
     keep = cls >= 0
@@ -75,6 +77,10 @@ def read_scene(root: str | Path, scene: str) -> DetScene:
     boxes[:, :6] = bbox[keep, :6]
     boxes[:, 7] = cls[keep]
     return DetScene(
-        scene, vert[:, :3].astype(np.float32), np.clip(vert[:, 3:6], 0, 255).astype(np.uint8),
-        map_nyu40(sem), np.where(ins > 0, ins, -1).astype(np.int64), boxes,
+        scene,
+        vert[:, :3].astype(np.float32),
+        np.clip(vert[:, 3:6], 0, 255).astype(np.uint8),
+        map_nyu40(sem),
+        np.where(ins > 0, ins, -1).astype(np.int64),
+        boxes,
     )

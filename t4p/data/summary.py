@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from t4p.data import s3dis, scannet_votenet, sunrgbd
-from t4p.data.classes import S3DIS13, SCANNET18, SUNRGBD10
+from t4p.data.classes import SCANNET18, SUNRGBD10, class_list
 from t4p.data.pairs import backproject, resize_frame
 from t4p.data.prepare import PrepareSettings, list_units
 from t4p.data.scannet_rgbd import SkipStats, read_exported_scene
@@ -40,24 +40,38 @@ def _rgbd(fmt: str, path: Path, frame_skip: int) -> dict:
         for f in frames:
             _, depth, K = resize_frame(f, (120, 160))  # a coarse grid is enough for bounds
             bounds.add(backproject(depth, K, f.pose)[0])
-    return {**stats.to_dict(), "skip_examples": stats.examples, "num_points": 0, "classes": {},
-            "num_instances": 0, "num_boxes": 0, "bounds": bounds.to_dict()}
+    return {
+        **stats.to_dict(),
+        "skip_examples": stats.examples,
+        "num_points": 0,
+        "classes": {},
+        "num_instances": 0,
+        "num_boxes": 0,
+        "bounds": bounds.to_dict(),
+    }
 
 
-def _s3dis(path: Path) -> dict:
-    counts = np.zeros(len(S3DIS13), dtype=np.int64)
+def _s3dis(path: Path, classes: str = "s3dis13") -> dict:
+    cl = class_list(classes)
+    counts = np.zeros(len(cl), dtype=np.int64)
     bounds, n, n_inst, repaired, skipped = _Bounds(), 0, 0, [], []
     for _area, room_dir in s3dis.list_rooms(path):
-        room = s3dis.read_room(room_dir)
-        counts += np.bincount(room.labels, minlength=len(S3DIS13))
+        room = s3dis.read_room(room_dir, classes=cl)
+        counts += np.bincount(room.labels, minlength=len(cl))
         bounds.add(room.xyz)
         n += len(room.xyz)
         n_inst += len(np.unique(room.instances))
         repaired += room.repaired
         skipped += room.skipped
-    return {"num_points": n, "classes": {c: int(k) for c, k in zip(S3DIS13.names, counts) if k},
-            "num_instances": n_inst, "num_boxes": 0, "bounds": bounds.to_dict(),
-            "repaired_lines": repaired, "skipped_lines": skipped}
+    return {
+        "num_points": n,
+        "classes": {c: int(k) for c, k in zip(cl.names, counts) if k},
+        "num_instances": n_inst,
+        "num_boxes": 0,
+        "bounds": bounds.to_dict(),
+        "repaired_lines": repaired,
+        "skipped_lines": skipped,
+    }
 
 
 def _det(fmt: str, path: Path, label_version: str) -> dict:
@@ -75,17 +89,24 @@ def _det(fmt: str, path: Path, label_version: str) -> dict:
         bounds.add(sc.xyz)
         n += len(sc.xyz)
         n_box += len(sc.boxes)
-    return {"num_points": n, "classes": {c: int(k) for c, k in zip(names, counts) if k},
-            "num_instances": n_inst, "num_boxes": n_box, "bounds": bounds.to_dict()}
+    return {
+        "num_points": n,
+        "classes": {c: int(k) for c, k in zip(names, counts) if k},
+        "num_instances": n_inst,
+        "num_boxes": n_box,
+        "bounds": bounds.to_dict(),
+    }
 
 
-def inspect_source(path: str | Path, fmt: str, frame_skip: int = 25, label_version: str = "v1") -> dict:
+def inspect_source(
+    path: str | Path, fmt: str, frame_skip: int = 25, label_version: str = "v1", classes: str = "s3dis13"
+) -> dict:
     """Summary of ``path`` read as ``fmt``: points or frames, classes, instances, boxes, bounds (m)."""
     path = Path(path)
     if fmt in ("scannet-sens", "scannet-rgbd"):
         out = _rgbd(fmt, path, frame_skip)
     elif fmt == "s3dis-raw":
-        out = _s3dis(path)
+        out = _s3dis(path, classes)
     elif fmt in ("scannet-votenet", "sunrgbd"):
         out = _det(fmt, path, label_version)
     else:

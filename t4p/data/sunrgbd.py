@@ -43,7 +43,8 @@ def read_label(path: Path) -> np.ndarray:
             continue
         if len(parts) != 13:
             raise SUNRGBDFormatError(
-                f"{path}:{lineno}: expected 13 fields 'name xmin ymin w h cx cy cz hw hl hh ox oy', got {len(parts)}"
+                f"{path}:{lineno}: expected 13 fields 'name xmin ymin w h cx cy cz hw hl hh ox oy', "
+                f"got {len(parts)}"
             )
         name = parts[0]
         if name not in SUNRGBD10.names:
@@ -110,7 +111,8 @@ def read_scene(root: str | Path, idx: str, label_version: str = "v1") -> DetScen
         raw = np.load(box_path)
         if raw.ndim != 2 or raw.shape[1] != 8:
             raise SUNRGBDFormatError(
-                f"{box_path}: expected (K, 8) boxes 'cx cy cz l w h heading class' (half sizes), got {raw.shape}"
+                f"{box_path}: expected (K, 8) boxes 'cx cy cz l w h heading class' (half sizes), "
+                f"got {raw.shape}"
             )
         boxes = raw.astype(np.float32).copy()
         boxes[:, 3:6] *= 2  # VoteNet stores half sizes
@@ -118,6 +120,10 @@ def read_scene(root: str | Path, idx: str, label_version: str = "v1") -> DetScen
     rgb = pc[:, 3:6]
     rgb = rgb * 255 if rgb.max(initial=0) <= 1.0 else rgb
     return DetScene(
-        idx, pc[:, :3].astype(np.float32), np.clip(np.rint(rgb), 0, 255).astype(np.uint8),
-        np.full(n, -100, dtype=np.int64), np.full(n, -1, dtype=np.int64), boxes,
+        idx,
+        pc[:, :3].astype(np.float32),
+        np.clip(np.rint(rgb), 0, 255).astype(np.uint8),
+        np.full(n, -100, dtype=np.int64),
+        np.full(n, -1, dtype=np.int64),
+        boxes,
     )

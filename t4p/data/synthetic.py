@@ -58,8 +58,21 @@ STYLE = {
     "board": ((225, 225, 220), 8, 0.5),
     "clutter": ((110, 140, 90), 45, 0.1),
 }
-NYU40 = {"ceiling": 22, "floor": 2, "wall": 1, "beam": 38, "column": 38, "window": 9, "door": 8,
-         "table": 7, "chair": 5, "sofa": 6, "bookcase": 10, "board": 30, "clutter": 40}
+NYU40 = {
+    "ceiling": 22,
+    "floor": 2,
+    "wall": 1,
+    "beam": 38,
+    "column": 38,
+    "window": 9,
+    "door": 8,
+    "table": 7,
+    "chair": 5,
+    "sofa": 6,
+    "bookcase": 10,
+    "board": 30,
+    "clutter": 40,
+}
 SUNRGBD_NAME = {"table": "table", "chair": "chair", "sofa": "sofa", "bookcase": "bookshelf"}
 INSTANCE_NOISE = 18.0  # std of the per-instance colour shift
 SAMPLE_NOISE = 14.0  # std of the per-point / per-pixel colour noise
@@ -105,8 +118,20 @@ class _Builder:
     def add(self, cls_name, kind, centre, half, yaw=0.0, style=None) -> tuple:
         style = style or self.instance(cls_name)
         inst, color, amp, period, tdir = style
-        self.room.solids.append(Solid(kind, np.asarray(centre, float), np.asarray(half, float), float(yaw),
-                                      S3DIS13.index(cls_name), inst, color, amp, period, tdir))
+        self.room.solids.append(
+            Solid(
+                kind,
+                np.asarray(centre, float),
+                np.asarray(half, float),
+                float(yaw),
+                S3DIS13.index(cls_name),
+                inst,
+                color,
+                amp,
+                period,
+                tdir,
+            )
+        )
         return style
 
 
@@ -133,8 +158,11 @@ def _place(b: _Builder, cls_name: str, parts, centre_xy, yaw, z0=0.0):
 def _table(b, xy, yaw):
     lx, ly, hz = b.rng.uniform(0.6, 0.9), b.rng.uniform(0.35, 0.45), b.rng.uniform(0.70, 0.76)
     parts = [((0, 0, hz - 0.02), (lx, ly, 0.02))]
-    parts += [((sx * (lx - 0.05), sy * (ly - 0.05), (hz - 0.04) / 2), (0.025, 0.025, (hz - 0.04) / 2))
-              for sx in (-1, 1) for sy in (-1, 1)]
+    parts += [
+        ((sx * (lx - 0.05), sy * (ly - 0.05), (hz - 0.04) / 2), (0.025, 0.025, (hz - 0.04) / 2))
+        for sx in (-1, 1)
+        for sy in (-1, 1)
+    ]
     _place(b, "table", parts, xy, yaw)
     return hz, lx, ly
 
@@ -142,14 +170,20 @@ def _table(b, xy, yaw):
 def _chair(b, xy, yaw):
     s, hz = 0.22, b.rng.uniform(0.42, 0.48)
     parts = [((0, 0, hz), (s, s, 0.03)), ((0, -s + 0.03, hz + 0.25), (s, 0.03, 0.22))]
-    parts += [((sx * (s - 0.03), sy * (s - 0.03), hz / 2), (0.02, 0.02, hz / 2)) for sx in (-1, 1) for sy in (-1, 1)]
+    parts += [
+        ((sx * (s - 0.03), sy * (s - 0.03), hz / 2), (0.02, 0.02, hz / 2)) for sx in (-1, 1) for sy in (-1, 1)
+    ]
     _place(b, "chair", parts, xy, yaw)
 
 
 def _sofa(b, xy, yaw):
     lx = b.rng.uniform(0.8, 1.1)
-    parts = [((0, 0, 0.2), (lx, 0.4, 0.2)), ((0, -0.32, 0.6), (lx, 0.08, 0.2)),
-             ((-lx + 0.08, 0.0, 0.5), (0.08, 0.4, 0.1)), ((lx - 0.08, 0.0, 0.5), (0.08, 0.4, 0.1))]
+    parts = [
+        ((0, 0, 0.2), (lx, 0.4, 0.2)),
+        ((0, -0.32, 0.6), (lx, 0.08, 0.2)),
+        ((-lx + 0.08, 0.0, 0.5), (0.08, 0.4, 0.1)),
+        ((lx - 0.08, 0.0, 0.5), (0.08, 0.4, 0.1)),
+    ]
     _place(b, "sofa", parts, xy, yaw)
 
 
@@ -196,7 +230,9 @@ def _wall_item(b, cls_name, wall, width, z0, height, protrude=0.03):
     else:
         c, h = (off, pos, zc), (th, width / 2, height / 2)
     b.add(cls_name, "box", c, h)
-    b.room.objects.append((S3DIS13.index(cls_name), b.next_inst - 1, np.concatenate([c, 2 * np.array(h), [0.0]])))
+    b.room.objects.append(
+        (S3DIS13.index(cls_name), b.next_inst - 1, np.concatenate([c, 2 * np.array(h), [0.0]]))
+    )
 
 
 def make_room(rng: np.random.Generator, cam_r: float = 0.3) -> Room:
@@ -208,7 +244,12 @@ def make_room(rng: np.random.Generator, cam_r: float = 0.3) -> Room:
     b.add("floor", "box", (W / 2, D / 2, -t), (W / 2 + t, D / 2 + t, t))
     b.add("ceiling", "box", (W / 2, D / 2, H + t), (W / 2 + t, D / 2 + t, t))
     hx, hy, hz = (W / 2 + 2 * t, t, H / 2 + t), (t, D / 2 + 2 * t, H / 2 + t), H / 2
-    for c, h in (((W / 2, -t, hz), hx), ((W / 2, D + t, hz), hx), ((-t, D / 2, hz), hy), ((W + t, D / 2, hz), hy)):
+    for c, h in (
+        ((W / 2, -t, hz), hx),
+        ((W / 2, D + t, hz), hx),
+        ((-t, D / 2, hz), hy),
+        ((W + t, D / 2, hz), hy),
+    ):
         b.add("wall", "box", c, h)
     for _ in range(rng.integers(1, 3)):  # beams under the ceiling
         w = rng.uniform(0.25, 0.4)
@@ -236,7 +277,9 @@ def make_room(rng: np.random.Generator, cam_r: float = 0.3) -> Room:
         yaw = rng.uniform(-np.pi, np.pi)
         hz, lx, ly = _table(b, xy, yaw)
         for _ in range(rng.integers(1, 4)):  # clutter on the table
-            off = _rot(yaw) @ np.array([rng.uniform(-lx + 0.1, lx - 0.1), rng.uniform(-ly + 0.1, ly - 0.1), 0])
+            off = _rot(yaw) @ np.array(
+                [rng.uniform(-lx + 0.1, lx - 0.1), rng.uniform(-ly + 0.1, ly - 0.1), 0]
+            )
             _clutter(b, xy + off[:2], hz)
     for _ in range(rng.integers(2, 5)):
         xy = _spot(b, 0.35, taken, cam_r)
@@ -306,8 +349,12 @@ def _hit_box(s: Solid, o: np.ndarray, d: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         inv = 1.0 / ld
         t1, t2 = (-s.half - lo) * inv, (s.half - lo) * inv
-    tmin = np.fmax(np.fmax(np.fmin(t1[:, 0], t2[:, 0]), np.fmin(t1[:, 1], t2[:, 1])), np.fmin(t1[:, 2], t2[:, 2]))
-    tmax = np.fmin(np.fmin(np.fmax(t1[:, 0], t2[:, 0]), np.fmax(t1[:, 1], t2[:, 1])), np.fmax(t1[:, 2], t2[:, 2]))
+    tmin = np.fmax(
+        np.fmax(np.fmin(t1[:, 0], t2[:, 0]), np.fmin(t1[:, 1], t2[:, 1])), np.fmin(t1[:, 2], t2[:, 2])
+    )
+    tmax = np.fmin(
+        np.fmin(np.fmax(t1[:, 0], t2[:, 0]), np.fmax(t1[:, 1], t2[:, 1])), np.fmax(t1[:, 2], t2[:, 2])
+    )
     return np.where((tmax >= tmin) & (tmin > 1e-6), tmin, np.inf)
 
 
@@ -330,7 +377,7 @@ def _hit_cylinder(s: Solid, o: np.ndarray, d: np.ndarray) -> np.ndarray:
 
 
 def _screen_rect(s: Solid, world_to_cam: np.ndarray, K: np.ndarray, hw) -> tuple[int, int, int, int] | None:
-    """Pixel rectangle (v0, v1, u0, u1) that can see the solid (the whole image if it straddles the camera)."""
+    """Pixel rectangle (v0, v1, u0, u1) where the solid can appear (its box clipped at the near plane)."""
     h, w = hw
     cam = _corners(s) @ world_to_cam[:3, :3].T + world_to_cam[:3, 3]  # (8, 3)
     near = 0.05
@@ -416,7 +463,9 @@ def trajectory(room: Room, n: int, rng: np.random.Generator, cam_r: float) -> li
     poses = []
     for i in range(n):
         a = yaw0 + i * min(0.8 * 2 * np.pi / max(n, 1), 0.45)  # consecutive views overlap
-        pos = np.array([W / 2 + cam_r * W / 2 * np.cos(a), D / 2 + cam_r * D / 2 * np.sin(a), rng.uniform(1.3, 1.6)])
+        pos = np.array(
+            [W / 2 + cam_r * W / 2 * np.cos(a), D / 2 + cam_r * D / 2 * np.sin(a), rng.uniform(1.3, 1.6)]
+        )
         look = a + np.pi + rng.uniform(-0.4, 0.4)
         fwd = np.array([np.cos(look), np.sin(look), -rng.uniform(0.2, 0.45)])
         poses.append(look_at(pos, fwd))
@@ -618,7 +667,12 @@ def generate(out: str | Path, settings: SynthSettings) -> Path:
         write_s3dis_room(out / "s3dis", area, rname, room, xyz, idx, rgb)
         write_votenet(out / "scannet_votenet", names[i], room, xyz, idx, rgb)
         write_sunrgbd(out / "sunrgbd", f"{i + 1:06d}", room, xyz, rgb)
-        meta["scenes"][names[i]] = {"area": area, "room": rname, "sunrgbd_id": f"{i + 1:06d}", "points": len(xyz)}
+        meta["scenes"][names[i]] = {
+            "area": area,
+            "room": rname,
+            "sunrgbd_id": f"{i + 1:06d}",
+            "points": len(xyz),
+        }
     test = [n for n in names if meta["scenes"][n]["area"] == 5]
     train = [n for n in names if n not in test]
     for d in (out / "scannet", out / "scannet_votenet" / "meta_data"):
@@ -653,8 +707,14 @@ def generate_atomic(out: str | Path, settings: SynthSettings) -> Path:
 
 def settings_from_config(cfg) -> SynthSettings:
     d = cfg.data
-    return SynthSettings(d.synth_scenes, d.synth_seed, d.synth_frames_per_scene, d.image_height, d.image_width,
-                         d.synth_point_density)
+    return SynthSettings(
+        d.synth_scenes,
+        d.synth_seed,
+        d.synth_frames_per_scene,
+        d.image_height,
+        d.image_width,
+        d.synth_point_density,
+    )
 
 
 def ensure_synthetic(cfg) -> Path:
