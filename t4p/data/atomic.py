@@ -12,6 +12,7 @@ import io
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -51,9 +52,16 @@ def write_json(path: str | os.PathLike, obj) -> None:
 
 
 def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
-    """``np.savez_compressed`` to ``path`` atomically (the array data is serialised in memory first)."""
+    """A compressed ``.npz`` (readable by ``np.load``) written atomically.
+
+    Deflate level 1 instead of ``np.savez_compressed``'s default: about 4x faster to write,
+    a few percent larger.
+    """
     buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for name, arr in arrays.items():
+            with zf.open(name + ".npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(arr), allow_pickle=False)
     write_bytes(path, buf.getvalue())
 
 
