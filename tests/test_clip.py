@@ -126,13 +126,18 @@ def test_odd_small_sizes_and_speed(tiny):
     assert best < 0.1, f"tiny CLIP dense forward on (2, 3, 60, 80) took {best * 1e3:.1f} ms of CPU"
 
 
-def test_encoder_is_frozen(tiny):
-    enc = DenseImageEncoder(tiny)
+def test_encoder_is_frozen_and_outside_state_dict():
+    enc = DenseImageEncoder(load_clip(ClipConfig(weights="random-tiny")))
     enc.train()
-    assert not enc.visual.training and not any(m.training for m in enc.visual.modules())
-    assert not any(p.requires_grad for p in enc.parameters())
+    assert not any(m.training for m in enc.visual.modules())
+    assert not any(p.requires_grad for p in enc.visual.parameters())
+    assert list(enc.parameters()) == [] and enc.state_dict() == {}  # no optimiser, DDP or checkpoint sees it
     images = _images(1, 64, 64).requires_grad_(True)
-    assert not enc(images).requires_grad
+    out = enc(images)
+    assert not out.requires_grad
+    enc.to(torch.float64)  # .to() reaches the frozen tower
+    assert enc.visual.conv1.weight.dtype == torch.float64
+    _close(enc(images.double()).float(), out, rtol=1e-4)
 
 
 def test_maskclip_value_shortcut(tiny):

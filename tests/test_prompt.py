@@ -51,8 +51,8 @@ def test_context_from_template_words_reproduces_encode_text(which, tiny, rn50):
 def test_optimiser_step_changes_only_the_context(tiny):
     learner = PromptLearner(tiny, NAMES[:5], n_ctx=8, ctx_init="point cloud of", seed=0)
     learner.train()
-    trainable = [n for n, p in learner.named_parameters() if p.requires_grad]
-    assert trainable == ["ctx"]
+    assert [n for n, p in learner.named_parameters() if p.requires_grad] == ["ctx"]
+    assert list(learner.state_dict()) == ["ctx"]
     before_model = {k: v.clone() for k, v in tiny.model.state_dict().items()}
     before_buffers = {k: v.clone() for k, v in learner.named_buffers()}
     ctx0 = learner.ctx.detach().clone()

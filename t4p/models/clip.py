@@ -321,6 +321,10 @@ class DenseImageEncoder(nn.Module):
     over all h*w positions plus the mean token x_g, positional embedding interpolated to (h, w).
     ``mode="maskclip"``: MaskCLIP's value-only shortcut, c_proj(v_proj(x)) per position (no
     positional embedding, no attention).
+
+    The frozen CLIP tower is held outside the module tree: it is in no ``state_dict`` (checkpoints
+    stay small), in no ``parameters()`` (no optimiser or DDP sees it) and is always in eval mode,
+    but it follows ``.to()``/``.cuda()``.
     """
 
     def __init__(self, bundle: ClipBundle, mode: Literal["attnpool", "maskclip"] = "attnpool",
@@ -328,17 +332,21 @@ class DenseImageEncoder(nn.Module):
         super().__init__()
         if mode not in ("attnpool", "maskclip"):
             raise ValueError(f"model.clip.dense_mode={mode!r}: expected 'attnpool' or 'maskclip'")
-        self.visual = freeze(bundle.model.visual)
+        self._frozen = (freeze(bundle.model.visual),)  # not a submodule: see the class docstring
         self.mode = mode
         self.fp16 = fp16  # only on CUDA
         self.embed_dim = bundle.embed_dim
         self.cache_id = f"{bundle.weights_id}-{mode}"  # key for FeatureCache
         self._pos_cache: dict[tuple, torch.Tensor] = {}
 
-    def train(self, mode: bool = True) -> DenseImageEncoder:
-        super().train(mode)
-        self.visual.eval()  # frozen: BatchNorm statistics never update
-        return self
+    @property
+    def visual(self) -> nn.Module:
+        return self._frozen[0]
+
+    def _apply(self, fn, recurse=True):  # .to(), .cuda(), .half() also move the frozen tower
+        self._frozen[0]._apply(fn, recurse)
+        self._pos_cache.clear()
+        return super()._apply(fn, recurse)
 
     def pos_embed(self, grid: tuple[int, int], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """(1 + h*w, C) interpolated table, computed once per grid size, device and dtype."""

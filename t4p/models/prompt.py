@@ -67,7 +67,10 @@ class _FrozenTextTower(nn.Module):
 
 
 class PromptLearner(nn.Module):
-    """CoOp: ``forward() -> (K, d)`` with ``n_ctx`` learnable context vectors (the only parameters)."""
+    """CoOp: ``forward() -> (K, d)`` with ``n_ctx`` learnable context vectors (the only parameter).
+
+    The frozen text tower is not a submodule: ``state_dict`` holds only ``ctx``.
+    """
 
     def __init__(self, bundle: ClipBundle, names: tuple[str, ...] | list[str], n_ctx: int = 8,
                  ctx_init: str = "point cloud of", seed: int | None = None) -> None:
@@ -77,7 +80,8 @@ class PromptLearner(nn.Module):
         model = bundle.model
         self.names = tuple(names)
         self.n_ctx = n_ctx
-        self.text = _FrozenTextTower(model)
+        # frozen tower outside the module tree (no state_dict entries, no parameters); follows .to()
+        self._frozen = (_FrozenTextTower(model).eval(),)
         placeholder = " ".join(["X"] * n_ctx)  # one BPE token each: reserves the n_ctx slots
         prompts = [f"{placeholder} {name}." for name in self.names]
         for p in prompts:
@@ -109,10 +113,13 @@ class PromptLearner(nn.Module):
                      "first slots random" if m < self.n_ctx else "kept its last tokens")
         return ctx
 
-    def train(self, mode: bool = True) -> PromptLearner:
-        super().train(mode)
-        self.text.eval()  # frozen tower (no dropout in CLIP, but keep it deterministic anyway)
-        return self
+    @property
+    def text(self) -> _FrozenTextTower:
+        return self._frozen[0]
+
+    def _apply(self, fn, recurse=True):  # .to(), .cuda() also move the frozen tower
+        self._frozen[0]._apply(fn, recurse)
+        return super()._apply(fn, recurse)
 
     def prompts(self) -> torch.Tensor:
         """(K, L, width) embedded prompts: [SOS][ctx][class . EOT pad]."""
