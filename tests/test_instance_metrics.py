@@ -92,7 +92,6 @@ def test_false_positive_with_high_score():
     # t=0.9 -> P=0, R=0; plus (R=0, P=1). Midpoint rule: 1/2*(1-0)*1/2 + 1/2*(1-0)*0 + 1/2*(0-0)*1 = 1/4.
     # (VOC's envelope would give 1/2; the benchmark integrates the raw curve.) Class 1: AP 1.
     # mAP = AP@0.5 = (1/4 + 1)/2 = 5/8. mPrec = (1/2 + 1)/2 = 3/4, mRec = 1.
-    n = 20
     labels, inst = np.array([0] * 10 + [1] * 10), np.array([0] * 10 + [1] * 10)
     a, b = inst == 0, inst == 1
     out = _evaluate(labels, inst, [a, b, b], [0, 1, 0], [0.5, 0.7, 0.9])
@@ -189,9 +188,9 @@ def _random_scene(rng: np.random.Generator, n_classes: int):
     for _ in range(int(rng.integers(0, 9))):
         kind = rng.integers(3)
         if kind == 0 and n_inst:  # a noisy copy of a GT instance
-            m = (inst == rng.integers(n_inst)) ^ (rng.random(n) < 0.15)
+            m = (inst == rng.integers(n_inst)) ^ (rng.random(n) < 0.05)
         elif kind == 1 and n_inst:  # a fragment
-            m = (inst == rng.integers(n_inst)) & (rng.random(n) < rng.uniform(0.3, 1.0))
+            m = (inst == rng.integers(n_inst)) & (rng.random(n) < rng.uniform(0.4, 1.0))
         else:  # random blob
             m = rng.random(n) < rng.uniform(0.05, 0.4)
         if m.sum() == 0:
