@@ -140,3 +140,18 @@ def test_cli_prepare_and_inspect(shared_data, tmp_path, capsys, rgbd_scenes):
     assert res["units"] == 1 and res["points"] == 100
     assert main(["data", "inspect", str(tmp_path / "nothing"), "--format", "s3dis-raw"]) == 1
     assert "no rooms found" in capsys.readouterr().err
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_prepare_as_ray_tasks(shared_data, tmp_path):
+    ray = pytest.importorskip("ray")
+    for area in (1, 2):
+        layout_s3dis_room(shared_data, tmp_path / "s3dis", area=area)
+    try:
+        ray.init(num_cpus=1, include_dashboard=False)
+        m = prepare("s3dis-raw", tmp_path / "s3dis", tmp_path / "out", executor="ray", progress=False)
+    finally:
+        ray.shutdown()
+    assert m["complete"] and list(m["units"]) == ["Area_1/office_2", "Area_2/office_2"]
+    assert m["totals"]["points"] == 200 and _all_npz_load(tmp_path / "out") == 2
