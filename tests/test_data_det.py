@@ -18,7 +18,9 @@ def test_sunrgbd_scene_boxes_match_mmdet3d_infos(shared_data):
     sc = sunrgbd.read_scene(root, "000001", label_version="v2")
     info = pickle.loads((root / "sunrgbd_infos_train.pkl").read_bytes())[0]["annos"]
     assert [SUNRGBD10.names[int(c)] for c in sc.boxes[:, 7]] == list(info["name"])
-    np.testing.assert_allclose(sc.boxes[:, :7], info["gt_boxes_upright_depth"], atol=1e-5)
+    ref = info["gt_boxes_upright_depth"]  # heading in VoteNet's sign: t4p's is its negative
+    np.testing.assert_allclose(sc.boxes[:, :6], ref[:, :6], atol=1e-5)
+    np.testing.assert_allclose(sc.boxes[:, 6], -ref[:, 6], atol=1e-5)
     assert len(sc.xyz) == 50000 and sc.rgb.dtype == np.uint8
     v1 = sunrgbd.read_scene(root, "000001")  # default v1 labels: same classes, other night_stand box
     assert [SUNRGBD10.names[int(c)] for c in v1.boxes[:, 7]] == ["bed", "night_stand", "dresser"]
@@ -47,6 +49,13 @@ def test_sunrgbd_label_with_wrong_field_count_names_file_and_line(tmp_path, shar
     (t / "label_v1" / "000001.txt").write_text("bed 1 2 3 4 0 0 0 1 1 1 1\n")
     with pytest.raises(sunrgbd.SUNRGBDFormatError, match=r"000001\.txt:1: expected 13 fields"):
         sunrgbd.read_scene(tmp_path, "000001")
+
+
+def test_votenet_prepared_sunrgbd_boxes_are_converted(tmp_path):
+    np.savez(tmp_path / "000003_pc.npz", pc=np.zeros((5, 6), np.float32))
+    np.save(tmp_path / "000003_bbox.npy", np.array([[1, 2, 0.5, 0.4, 0.3, 0.2, 0.7, 3]], np.float32))
+    b = sunrgbd.read_scene(tmp_path, "000003").boxes
+    np.testing.assert_allclose(b, [[1, 2, 0.5, 0.8, 0.6, 0.4, -0.7, 3]], rtol=1e-6)
 
 
 def test_votenet_prepared_sunrgbd_box_file_with_wrong_columns(tmp_path):

@@ -4,11 +4,14 @@
 ``image/<id>.jpg``, ``label_v1/<id>.txt`` or ``label/<id>.txt`` (v2), and points from
 ``lidar/<id>.npz`` (key ``pc``, N x 6: upright-depth xyz in metres, rgb in [0, 1]) or the full
 ``depth/<id>.mat`` (key ``instance``). A label line is
-``name xmin ymin w h cx cy cz hw hl hh ox oy`` (half sizes; heading = -atan2(oy, ox)); only the
-10 benchmark classes are kept (VoteNet drops the others).
+``name xmin ymin w h cx cy cz hw hl hh ox oy`` (half sizes; (ox, oy) is the length axis); only
+the 10 benchmark classes are kept (VoteNet drops the others).
 
 VoteNet-prepared files: ``<id>_pc.npz`` (key ``pc``, N x 6) and ``<id>_bbox.npy`` (K, 8): centre,
-half sizes (l, w, h), heading, class index.
+half sizes (l, w, h), heading in VoteNet's sign (``-atan2(oy, ox)``), class index.
+
+Boxes come out as t4p's (K, 8): centre, full sizes (l, w, h), heading h with the length axis
+along (cos h, sin h) (counter-clockwise about +z, see ``t4p.models.box_ops``), class.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ def read_label(path: Path) -> np.ndarray:
         if name not in SUNRGBD10.names:
             continue
         cx, cy, cz, hw, hl, hh, ox, oy = (float(p) for p in parts[5:13])
-        heading = -np.arctan2(oy, ox)
+        heading = np.arctan2(oy, ox)  # t4p: length axis (cos h, sin h); VoteNet stores -atan2(oy, ox)
         boxes.append([cx, cy, cz, 2 * hl, 2 * hw, 2 * hh, heading, SUNRGBD10.index(name)])
     return np.asarray(boxes, dtype=np.float32).reshape(-1, 8)
 
@@ -116,6 +119,7 @@ def read_scene(root: str | Path, idx: str, label_version: str = "v1") -> DetScen
             )
         boxes = raw.astype(np.float32).copy()
         boxes[:, 3:6] *= 2  # VoteNet stores half sizes
+        boxes[:, 6] *= -1  # and the heading with the opposite sign (its corners use rotz(-heading))
     n = len(pc)
     rgb = pc[:, 3:6]
     rgb = rgb * 255 if rgb.max(initial=0) <= 1.0 else rgb

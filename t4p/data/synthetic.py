@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 AREA_ORDER = (1, 5, 2, 3, 4, 6)
 ROOM_KINDS = ("office", "conferenceRoom", "lounge", "pantry")
-GENERATOR_VERSION = 1  # bump when the output changes, so caches keyed by settings are rebuilt
+GENERATOR_VERSION = 2  # bump when the output changes, so caches keyed by settings are rebuilt
 
 # class -> (base colour, texture amplitude, texture period in m)
 STYLE = {
@@ -618,7 +618,8 @@ def write_sunrgbd(out: Path, idx_name: str, room: Room, xyz, rgb) -> None:
     for cls, _inst, box in room.objects:
         name = SUNRGBD_NAME.get(S3DIS13.names[cls])
         if name is not None:
-            boxes.append([*box[:3], *(box[3:6] / 2), box[6], SUNRGBD10.index(name)])
+            # VoteNet's heading sign is the opposite of t4p's (its corners use rotz(-heading))
+            boxes.append([*box[:3], *(box[3:6] / 2), -box[6], SUNRGBD10.index(name)])
     pc = np.concatenate([xyz, rgb / 255.0], 1).astype(np.float32)
     buf = io.BytesIO()
     np.savez_compressed(buf, pc=pc)
