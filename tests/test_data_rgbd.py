@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -167,3 +168,20 @@ def test_frames_of_one_scene_overlap_where_poses_say(scene, a, b):
     assert n > 10000 and good > 0.75  # PROVENANCE.md: 86-96 % within 5 cm at full resolution
     wrong, _ = agreement(np.linalg.inv(frames[b].pose))  # poses misread as world-to-camera
     assert wrong < good - 0.3
+
+
+def test_inspect_and_prepare_a_sens_file(shared_data, tmp_path, capsys):
+    from t4p.cli import main
+
+    poses = [np.loadtxt(seven_scenes_frame(shared_data, i)[2]) for i in (0, 50, 100)]
+    poses[2][0, 0] = np.nan
+    sens = tmp_path / "scene9_00.sens"
+    write_sens_struct(sens, shared_data, frames=(0, 50, 100), poses=poses)
+    assert main(["data", "inspect", str(sens), "--format", "scannet-sens", "--frame-skip", "1"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["num_frames"], info["selected_frames"], info["skipped"]) == (3, 2, {"nonfinite_pose": 1})
+    out = tmp_path / "cache"
+    assert main(["data", "prepare", "scannet-sens", str(tmp_path), str(out), "--frame-skip", "2"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["selected_frames"] == 1 and res["skipped"] == {"nonfinite_pose": 1} and res["pairs"] > 1000
+    assert (out / "scene9_00" / "000000.npz").exists()
