@@ -185,3 +185,24 @@ def test_inspect_and_prepare_a_sens_file(shared_data, tmp_path, capsys):
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["selected_frames"] == 1 and res["skipped"] == {"nonfinite_pose": 1} and res["pairs"] > 1000
     assert (out / "scene9_00" / "000000.npz").exists()
+
+
+def test_depth_registration_into_another_camera_matches_the_plane():
+    """Depth of a tilted plane seen by a 640x480 depth camera, registered into a 240x320 colour
+    camera with other intrinsics, equals the plane's analytic depth in that camera."""
+    from t4p.data.pairs import register_depth
+
+    n, dist = np.array([0.2, -0.1, 1.0]), 2.0  # plane n . X = dist (camera frame)
+    Kd = np.array([[585.0, 0, 320], [0, 585, 240], [0, 0, 1]])
+    Kc = np.array([[320.0, 0, 155], [0, 320, 118], [0, 0, 1]])  # a narrower view, shifted centre
+
+    def plane_depth(K, h, w):
+        v, u = np.mgrid[0:h, 0:w]
+        rays = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones((h, w))], -1)
+        return dist / (rays @ n)  # z of the ray/plane intersection
+
+    reg = register_depth(plane_depth(Kd, 480, 640).astype(np.float32), Kd, Kc, (240, 320))
+    want = plane_depth(Kc, 240, 320)
+    valid = reg > 0
+    assert valid.mean() > 0.9
+    assert np.abs(reg[valid] - want[valid]).max() < 0.01

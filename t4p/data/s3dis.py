@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from t4p.data.classes import S3DIS13, S3DIS_ALIASES, ClassList
 
 log = logging.getLogger(__name__)
 
+_ANNOTATION_NAME = re.compile(r"[A-Za-z]+_\d+")
 _JUNK = re.compile(r"[^0-9eE+\-.\s]")  # anything that cannot be part of a number or a separator
 
 
@@ -92,14 +94,15 @@ def _parse_slow(path: Path, text: str, repaired: list[str], skipped: list[str]) 
 def read_points_txt(path: str | Path, repaired: list[str], skipped: list[str]) -> np.ndarray:
     """An ``x y z r g b`` text file -> (N, 6) float64; malformed lines are repaired or skipped (counted)."""
     path = Path(path)
+    try:  # fast path: numpy's C parser; any malformed line raises
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # empty-file warning
+            arr = np.loadtxt(path, dtype=np.float64, ndmin=2)
+        if arr.shape[1] == 6 or arr.size == 0:
+            return arr.reshape(-1, 6)
+    except ValueError:
+        pass
     text = path.read_text(errors="surrogateescape")
-    tokens = text.split()
-    n_lines = sum(1 for ln in text.splitlines() if ln.strip())
-    if len(tokens) == 6 * n_lines:  # fast path: numpy parses every token, or raises
-        try:
-            return np.array(tokens, dtype=np.float64).reshape(-1, 6)
-        except ValueError:
-            pass
     return _parse_slow(path, text, repaired, skipped)
 
 
@@ -116,6 +119,8 @@ def read_room(room_dir: str | Path, area: int | None = None, classes: ClassList 
     skipped: list[str] = []
     parts, labels, instances = [], [], []
     for inst, f in enumerate(files):
+        if not _ANNOTATION_NAME.fullmatch(f.stem):
+            log.warning("%s: unexpected annotation file name (expected <class>_<k>.txt; a duplicate?)", f)
         cls = class_of(f, classes)
         pts = read_points_txt(f, repaired, skipped)  # (n, 6)
         parts.append(pts)
