@@ -100,6 +100,15 @@ def share_data_caches(cfg: Config, storage_path: str) -> Config:
     return cfg
 
 
+def warm_data(*cfgs: Config) -> None:
+    """Generate synthetic scenes once in the driver, so concurrent trials do not all generate them."""
+    for cfg in cfgs:
+        if cfg.data.dataset == "synthetic":
+            from t4p.data.synthetic import ensure_synthetic
+
+            ensure_synthetic(cfg)
+
+
 def _state_file(cfg: Config) -> Path:
     return Path(cfg.sweep.storage_path) / "t4p_sweeps" / f"{cfg.sweep.experiment}.json"
 
@@ -219,6 +228,7 @@ def run_ablation(ft_cfg: Config, pt_cfg: Config, *, step_time_s: float = 0.5, nu
     if tracker:
         tracker.log_text(ctx.parent_run_id, describe(plan, step_time_s), "plan.txt")
 
+    warm_data(ft_cfg, pt_cfg)
     init_ray(num_cpus)
     t0 = time.time()
     done = True

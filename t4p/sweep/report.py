@@ -45,8 +45,13 @@ class RowResult:
 
 
 def final_metric(metrics: dict[str, float], name: str) -> float | None:
-    """The run's final ``name`` (``miou``/``macc``): ``final/<split>/<name>`` or ``final/<name>``."""
-    keys = sorted(k for k in metrics if k.startswith("final/") and k.lower().replace("_", "").endswith(name))
+    """The run's final ``name`` (``miou``/``macc``): ``final/<split>_<name>``, else the last ``<split>_<name>``.
+
+    The fallback covers a trial resumed from its final checkpoint, whose fit had nothing left to report.
+    """
+    ends = lambda k: k.lower().replace("_", "").endswith(name)
+    keys = sorted(k for k in metrics if k.startswith("final/") and ends(k))
+    keys = keys or sorted(k for k in metrics if "/" not in k and ends(k))
     if not keys:
         return None
     value = float(metrics[keys[0]])

@@ -33,6 +33,7 @@ from t4p.sweep.driver import (
     run_tune,
     save_state,
     share_data_caches,
+    warm_data,
 )
 from t4p.sweep.trial import SweepContext, finetune_trainable, tracked_fit
 from t4p.tracking import Tracker, resolve_uri
@@ -133,6 +134,7 @@ def run_search(cfg: Config, space: dict | None = None, *, metric: str = DEFAULT_
     open_parent(tracker, ctx, cfg, "search", {"metric": metric, "space": ",".join(sorted(space))})
     save_state(cfg, ctx, {"kind": "search"})
 
+    warm_data(cfg)
     init_ray(num_cpus)
     searcher = OptunaSearch(metric=metric, mode=mode, study_name=f"t4p-{sweep_id}",
                             storage=RDBStorage(_study_storage(cfg)))
