@@ -12,7 +12,7 @@ from PIL import Image
 from t4p.data.pairs import backproject, build_pairs, project, resize_frame, scale_intrinsics
 from t4p.data.scannet_rgbd import RGBDFormatError, SkipStats, read_exported_scene
 from t4p.data.scannet_sens import SensFormatError, iter_sens, read_header
-from tests._data_helpers import layout_exported, seven_scenes_frame, write_sens_struct
+from tests._data_helpers import SEVEN_SCENES_FRAMES, layout_exported, seven_scenes_frame, write_sens_struct
 
 
 @pytest.fixture(scope="module")
@@ -206,3 +206,19 @@ def test_depth_registration_into_another_camera_matches_the_plane():
     valid = reg > 0
     assert valid.mean() > 0.9
     assert np.abs(reg[valid] - want[valid]).max() < 0.01
+
+
+def test_sens_decoding_memory_does_not_grow_with_the_file(shared_data, tmp_path):
+    import tracemalloc
+
+    peaks = {}
+    for n in (4, 12):
+        sens = tmp_path / f"s{n}.sens"
+        offsets = write_sens_struct(sens, shared_data, frames=SEVEN_SCENES_FRAMES[:n])
+        frame_bytes = max(b - a for a, b in zip(offsets, offsets[1:]))  # largest raw frame record
+        tracemalloc.start()
+        kept = list(iter_sens(sens, frame_skip=100))  # frame 0 only; the rest are skipped
+        peaks[n] = tracemalloc.get_traced_memory()[1] - sum(f.color.nbytes + f.depth.nbytes for f in kept)
+        tracemalloc.stop()
+    # 8 more frames in the file (~8 raw frames) add less than one raw frame to the peak
+    assert peaks[12] - peaks[4] < frame_bytes
