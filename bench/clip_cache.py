@@ -9,7 +9,7 @@ encoder (Eq. 1) plus the trainable 2D decoder (forward, depth loss, backward, SG
 Prints JSON: per model, seconds per epoch (split into encoder and decoder parts), the ratio
 cached/uncached for epochs after the first, and the cache's bytes per frame.
 
-    .venv/bin/python bench/clip_cache.py --models tiny,rn50 --frames 16 --batch 4 --threads 2
+    .venv/bin/python bench/clip_cache.py --models tiny,rn50 --frames 16 --batch 4 --threads 1
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 import tempfile
 import time
@@ -37,26 +38,31 @@ def _sync(device: torch.device) -> None:
 
 
 def run_epoch(enc, dec, opt, frames, cache: FeatureCache | None, batch: int, device) -> dict[str, float]:
-    """One pass over the frames; returns wall seconds of the encoder part and the decoder part."""
-    t_enc = t_dec = 0.0
+    """One pass over the frames: wall and CPU seconds (all threads of this process) of both parts."""
+    t = {"encoder_s": 0.0, "decoder_s": 0.0, "encoder_cpu_s": 0.0, "decoder_cpu_s": 0.0}
     for i in range(0, len(frames["ids"]), batch):
         ids = frames["ids"][i:i + batch]
         images = frames["images"][i:i + batch].to(device)  # (B, 3, H, W)
         depth = frames["depth"][i:i + batch].to(device)  # (B, 1, H, W)
         _sync(device)
-        t0 = time.perf_counter()
+        w0, c0 = time.perf_counter(), time.process_time()
         feats = cache.get_or_compute(ids, images, enc) if cache else enc(images)  # (B, d, h, w)
         _sync(device)
-        t1 = time.perf_counter()
+        w1, c1 = time.perf_counter(), time.process_time()
         z2d, pred = dec(feats, out_size=images.shape[2:])  # (B, C, H, W), (B, 1, H, W)
         loss = depth_loss(pred, depth) + z2d.pow(2).mean() * 1e-3  # stand-in for the InfoNCE term
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         _sync(device)
-        t_enc += t1 - t0
-        t_dec += time.perf_counter() - t1
-    return {"encoder_s": t_enc, "decoder_s": t_dec, "total_s": t_enc + t_dec}
+        w2, c2 = time.perf_counter(), time.process_time()
+        t["encoder_s"] += w1 - w0
+        t["decoder_s"] += w2 - w1
+        t["encoder_cpu_s"] += c1 - c0
+        t["decoder_cpu_s"] += c2 - c1
+    t["total_s"] = t["encoder_s"] + t["decoder_s"]
+    t["total_cpu_s"] = t["encoder_cpu_s"] + t["decoder_cpu_s"]
+    return t
 
 
 def bench_model(name: str, args, device) -> dict:
@@ -87,12 +93,13 @@ def bench_model(name: str, args, device) -> dict:
         vals = [e[key] for e in out[mode]["epochs"][later]]
         return sum(vals) / len(vals)
 
-    out["later_epoch_total_ratio_cache_over_no_cache"] = round(
-        mean("cache", "total_s") / mean("no_cache", "total_s"), 4)
-    out["later_epoch_encoder_ratio_cache_over_no_cache"] = round(
-        mean("cache", "encoder_s") / mean("no_cache", "encoder_s"), 4)
-    out["first_epoch_cache_overhead_s"] = round(
-        out["cache"]["epochs"][0]["encoder_s"] - out["no_cache"]["epochs"][0]["encoder_s"], 4)
+    for unit in ("", "_cpu"):
+        for part in ("total", "encoder"):
+            key = f"{part}{unit}_s"
+            out[f"later_epoch_{part}{unit}_ratio_cache_over_no_cache"] = round(
+                mean("cache", key) / mean("no_cache", key), 4)
+        out[f"first_epoch_cache_overhead{unit}_s"] = round(
+            out["cache"]["epochs"][0][f"encoder{unit}_s"] - out["no_cache"]["epochs"][0][f"encoder{unit}_s"], 4)
     with torch.no_grad():
         out["grid"] = list(enc(frames["images"][:1].to(device)).shape[2:])
     return out
@@ -107,7 +114,7 @@ def main() -> None:
     p.add_argument("--height", type=int, default=240)
     p.add_argument("--width", type=int, default=320)
     p.add_argument("--channels", type=int, default=96, help="model.decoder_2d_channels")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
     if args.epochs < 2:
@@ -115,8 +122,11 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else -1.0
     report = {
         "bench": "clip_cache",
+        "note": "CPU seconds are robust to other processes on the machine; wall seconds are not",
+        "load_average_1min_at_start": round(load, 2),
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
                     "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
                     "torch": torch.__version__},
