@@ -126,3 +126,14 @@ def test_make_dataset_detection(out_dir):
     cfg = _cfg(out_dir, "det", classes="scannet18")
     b = make_dataset(cfg, "test").collate([make_dataset(cfg, "test")[0]])
     assert b.boxes[0].shape[0] >= 3 and (b.boxes[0][:, 7] < 18).all()
+
+
+def test_voxel_mean_color_matches_a_loop():
+    from t4p.data.datasets import voxel_mean_color
+
+    rng = np.random.default_rng(0)
+    p2v = rng.integers(0, 7, 300)
+    rgb = rng.integers(0, 256, (300, 3)).astype(np.uint8)
+    got = voxel_mean_color(rgb, p2v, 7)
+    for m in range(7):
+        assert got[m].tolist() == np.rint(rgb[p2v == m].astype(float).mean(0)).astype(int).tolist()

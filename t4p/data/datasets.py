@@ -85,6 +85,13 @@ class PretrainDataset(Dataset):
 # --------------------------------------------------------------------------- segmentation / detection
 
 
+def voxel_mean_color(rgb: np.ndarray, point2voxel: np.ndarray, m: int) -> np.ndarray:
+    """Mean colour (M, 3) uint8 of the points in each voxel."""
+    counts = np.bincount(point2voxel, minlength=m)[:, None]  # (M, 1)
+    sums = np.stack([np.bincount(point2voxel, weights=rgb[:, c], minlength=m) for c in range(3)], 1)
+    return np.rint(sums / np.maximum(counts, 1)).astype(np.uint8)
+
+
 class PointsDataset(Dataset):
     """Rooms or scenes from a prepared cache, augmented (train) and voxelised per item."""
 
@@ -120,7 +127,7 @@ class PointsDataset(Dataset):
         return {
             "scene_id": self.files[i].stem,
             "coords": coords,
-            "feats": color_to_feats(rgb[vox.voxel2point]),
+            "feats": color_to_feats(voxel_mean_color(rgb, vox.point2voxel, len(coords))),
             "labels": vox.labels,
             "point2voxel": vox.point2voxel,
             "point_labels": labels.astype(np.int64),
