@@ -104,3 +104,17 @@ def test_random_embeddings_are_learnable():
     out.sum().backward()
     assert rand.embeddings.grad is not None
     assert torch.equal(RandomEmbeddings(13, 64, seed=0)(), RandomEmbeddings(13, 64, seed=0)())
+
+
+def test_make_text_path_follows_the_config(tiny, tmp_path):
+    from t4p.config import ModelConfig
+    from t4p.models.prompt import make_text_path
+
+    cfg = ModelConfig()
+    cfg.clip.cache_dir = str(tmp_path)
+    assert isinstance(make_text_path(cfg, tiny, NAMES), FixedTextEmbeddings)
+    cfg.prompt_learning = True
+    learner = make_text_path(cfg, tiny, NAMES)
+    assert isinstance(learner, PromptLearner) and learner.ctx.shape[0] == cfg.n_ctx
+    cfg.text_source = "random"
+    assert make_text_path(cfg, tiny, NAMES)().shape == (len(NAMES), tiny.embed_dim)

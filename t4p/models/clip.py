@@ -296,6 +296,11 @@ def load_clip(clip_cfg: Any) -> ClipBundle:
     return bundle
 
 
+def clip_cache_root(clip_cfg: Any) -> Path:
+    """``model.clip.cache_dir`` with its default: where text and dense feature caches live."""
+    return Path(clip_cfg.cache_dir or "~/.cache/t4p/clip").expanduser()
+
+
 # --------------------------------------------------------------------------- dense image features
 
 

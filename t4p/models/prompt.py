@@ -22,7 +22,7 @@ import torch
 from open_clip.transformer import text_global_pool
 from torch import nn
 
-from t4p.models.clip import ClipBundle
+from t4p.models.clip import ClipBundle, FixedTextEmbeddings, clip_cache_root
 
 log = logging.getLogger(__name__)
 
@@ -142,3 +142,13 @@ class RandomEmbeddings(nn.Module):
 
     def forward(self) -> torch.Tensor:
         return self.embeddings
+
+
+def make_text_path(model_cfg, bundle: ClipBundle, names: tuple[str, ...] | list[str], seed: int = 0) -> nn.Module:
+    """The text path a config asks for: Table 6 random embeddings, CoOp prompts, or the fixed template."""
+    if model_cfg.text_source == "random":
+        return RandomEmbeddings(len(names), bundle.embed_dim, seed=seed)
+    if model_cfg.prompt_learning:
+        return PromptLearner(bundle, names, model_cfg.n_ctx, model_cfg.ctx_init, seed=seed)
+    clip_cfg = model_cfg.clip
+    return FixedTextEmbeddings(bundle, names, clip_cfg.template, cache_dir=clip_cache_root(clip_cfg))
