@@ -61,3 +61,20 @@ def room_voxels(voxel_size: float = 0.05, batch: int = 1, seed: int = 0, **kwarg
         rgb = np.random.default_rng(seed + b).random((len(vox.coords), 3)) - 0.5
         colours.append(rgb.astype(np.float32))
     return np.concatenate(coords), np.concatenate(colours)
+
+
+def frame_points(size=(2.5, 2.0, 1.6), n_boxes: int = 1, density: float = 6400.0, seed: int = 0):
+    """A single RGB-D-frame-like partial view: floor, two walls and a box -> (N, 3) metres."""
+    rng = np.random.default_rng(seed)
+    ex, ey, ez = np.eye(3) * np.array(size)
+    parts = [
+        sample_rectangle(rng, np.zeros(3), ex, ey, density),  # floor
+        sample_rectangle(rng, ey, ex, ez, density),  # back wall
+        sample_rectangle(rng, np.zeros(3), ey, ez, density),  # side wall
+    ]
+    for _ in range(n_boxes):
+        extent = rng.uniform([0.4, 0.4, 0.4], [0.9, 0.7, 0.8])
+        lo = np.array([rng.uniform(0.3, size[0] - extent[0] - 0.1), rng.uniform(0.1, 0.6), 0.0])
+        parts.append(sample_box(rng, lo, lo + extent, density))
+    xyz = np.concatenate(parts)
+    return xyz + rng.normal(scale=0.001, size=xyz.shape)

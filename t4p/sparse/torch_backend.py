@@ -26,6 +26,8 @@ from t4p.sparse.tensor import CoordTable, SparseTensor, check_coords_feats
 STATS = {"kernel_maps_built": 0}  # counted for tests of the per-coordinate-set cache
 GATHER_BUDGET = 1 << 22  # elements of one im2col chunk (16 MiB in float32)
 N_CANDIDATES = 32  # most frequent neighbour patterns used as im2col groups
+MIN_GROUP_ROWS = 1024  # rarer patterns are not candidates (a group's kernel gather must pay off)
+MAX_PAD_FACTOR = 1.5  # a row joins a group reading at most 1.5x its own neighbours
 
 
 def kernel_offsets(kernel_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -89,9 +91,18 @@ def neighbour_table(
 @dataclass
 class Group:
     rows: torch.Tensor  # (n,) output rows
-    offsets: torch.Tensor  # (m,) kernel offsets present in these rows
+    offsets: torch.Tensor  # (m,) kernel offsets read by these rows
     idx: torch.Tensor  # (n, m) input rows; n_in (the zero pad row) where absent
     padded: bool  # whether idx refers to the pad row
+    accumulate: bool  # rows shared with other groups (per-offset groups): add instead of copy
+    first_offset: int  # offsets[0] as a python int (no device sync for single-offset groups)
+
+
+def make_group(rows, offsets, idx, n_in: int, accumulate: bool = False) -> Group:
+    missing = idx < 0
+    padded = bool(missing.any())
+    idx = torch.where(missing, n_in, idx) if padded else idx
+    return Group(rows, offsets, idx, padded, accumulate, int(offsets[0]))
 
 
 class ConvPlan:
@@ -116,43 +127,48 @@ def popcount(words: torch.Tensor) -> torch.Tensor:
 
 
 def group_rows(nbr: torch.Tensor, n_in: int) -> list[Group]:
-    """Assign each output row to the cheapest of the most frequent neighbour patterns that covers it.
+    """Schedule the output rows into im2col groups.
 
-    The candidates are the N_CANDIDATES most frequent exact patterns plus the union of all; a row
-    with fewer neighbours than its group's pattern reads the zero pad row for the missing ones
-    (on indoor rooms this costs ~15% more multiplies than the exact pairs, in wide GEMMs).
+    Frequent exact neighbour patterns (>= MIN_GROUP_ROWS rows, at most N_CANDIDATES) become groups;
+    each row joins the cheapest pattern covering it (reading the zero pad row for the neighbours it
+    lacks) unless that costs more than MAX_PAD_FACTOR times its own neighbours. Remaining rows run
+    per kernel offset (exact, ME-style thin GEMMs accumulated into the output).
     """
     present = nbr >= 0  # (N_out, K)
-    if nbr.shape[1] > 62:  # large kernels (the k5 stem, 125 offsets, few channels): one group
+    k = nbr.shape[1]
+    all_rows = torch.arange(nbr.shape[0], device=nbr.device)
+    if k > 62:  # large kernels (the k5 stem: 125 offsets, few channels): one dense im2col group
         offsets = torch.nonzero(present.any(0)).reshape(-1)
-        idx = nbr[:, offsets]
-        rows = torch.arange(nbr.shape[0], device=nbr.device)
-        return [Group(rows, offsets, torch.where(idx < 0, n_in, idx), padded=bool((idx < 0).any()))]
+        return [make_group(all_rows, offsets, nbr[:, offsets], n_in)]
     words = pattern_words(present)  # (N_out,)
     uniq, counts = torch.unique(words, return_counts=True)
-    top = uniq[torch.argsort(counts, descending=True)[:N_CANDIDATES]]
-    union = pattern_words(present.any(0, keepdim=True))  # (1,)
-    candidates = torch.cat([top, union])  # (G,)
-    covers = (words[:, None] & ~candidates[None, :]) == 0  # (N_out, G)
-    cost = torch.where(covers, popcount(candidates)[None, :], 1 << 20)
-    choice = cost.argmin(1)  # (N_out,)
+    ranked = torch.argsort(counts, descending=True)[:N_CANDIDATES]
+    candidates = uniq[ranked][counts[ranked] >= MIN_GROUP_ROWS]  # (G,)
     groups = []
-    order = torch.argsort(choice, stable=True)
-    counts = torch.bincount(choice, minlength=len(candidates)).tolist()
-    start = 0
-    for g, count in enumerate(counts):
-        rows = order[start : start + count]
-        start += count
-        if count == 0:
-            continue
-        offsets = torch.nonzero((candidates[g] >> torch.arange(nbr.shape[1], device=nbr.device)) & 1)
-        offsets = offsets.reshape(-1)
-        if offsets.numel() == 0:
-            continue
-        idx = nbr[rows][:, offsets]  # (n, m)
-        missing = idx < 0
-        padded = bool(missing.any())
-        groups.append(Group(rows, offsets, torch.where(missing, n_in, idx) if padded else idx, padded))
+    leftover = torch.ones(nbr.shape[0], dtype=torch.bool, device=nbr.device)
+    if candidates.numel() > 0:
+        covers = (words[:, None] & ~candidates[None, :]) == 0  # (N_out, G)
+        cost = torch.where(covers, popcount(candidates)[None, :], 1 << 20)
+        best, choice = cost.min(1)  # (N_out,)
+        accepted = best <= MAX_PAD_FACTOR * popcount(words)
+        choice = torch.where(accepted, choice, len(candidates))
+        leftover = ~accepted
+        order = torch.argsort(choice, stable=True)
+        sizes = torch.bincount(choice, minlength=len(candidates) + 1).tolist()
+        bits = torch.arange(k, device=nbr.device)
+        start = 0
+        for g, size in enumerate(sizes[:-1]):
+            rows = order[start : start + size]
+            start += size
+            offsets = torch.nonzero((candidates[g] >> bits) & 1).reshape(-1)
+            if size > 0 and offsets.numel() > 0:
+                groups.append(make_group(rows, offsets, nbr[rows][:, offsets], n_in))
+    rest = nbr[leftover]  # (n_rest, K)
+    rest_rows = all_rows[leftover]
+    for offset in torch.nonzero(present[leftover].any(0)).reshape(-1).tolist():
+        sel = rest[:, offset] >= 0
+        offsets = torch.tensor([offset], device=nbr.device)
+        groups.append(make_group(rest_rows[sel], offsets, rest[sel][:, offset : offset + 1], n_in, True))
     return groups
 
 
@@ -166,6 +182,16 @@ def pad_rows(x: torch.Tensor, needed: bool) -> torch.Tensor:
     return torch.cat([x, x.new_zeros(1, x.shape[1])]) if needed else x
 
 
+def select_offsets(weight: torch.Tensor, group: Group) -> torch.Tensor:
+    """weight[group.offsets] (m, C_in, C_out), without a copy where possible."""
+    offsets = group.offsets
+    if offsets.numel() == weight.shape[0]:
+        return weight
+    if offsets.numel() == 1:
+        return weight[group.first_offset : group.first_offset + 1]
+    return weight.index_select(0, offsets)
+
+
 def plan_forward(plan: ConvPlan, feats: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """out[i] = sum_k feats[nbr[i, k]] @ weight[k] -> (N_out, C_out)."""
     c_in, c_out = weight.shape[1], weight.shape[2]
@@ -173,10 +199,13 @@ def plan_forward(plan: ConvPlan, feats: torch.Tensor, weight: torch.Tensor) -> t
     out = feats.new_zeros(plan.n_out, c_out)
     for g in plan.groups:
         m = g.offsets.numel()
-        w = weight.index_select(0, g.offsets).reshape(m * c_in, c_out)  # (m*C_in, C_out)
+        w = select_offsets(weight, g).reshape(m * c_in, c_out)  # (m*C_in, C_out)
         for a, b in chunks(g.rows.numel(), m * c_in):
             cols = src.index_select(0, g.idx[a:b].reshape(-1)).view(b - a, m * c_in)  # sparse im2col
-            out.index_copy_(0, g.rows[a:b], cols @ w)
+            if g.accumulate:
+                out.index_add_(0, g.rows[a:b], cols @ w)
+            else:
+                out.index_copy_(0, g.rows[a:b], cols @ w)
     return out
 
 
@@ -188,7 +217,7 @@ def plan_input_grad(plan: ConvPlan, grad_out: torch.Tensor, weight: torch.Tensor
     grad_in = grad_out.new_zeros(plan.n_in + 1, c_in)
     for g in plan.groups:
         m = g.offsets.numel()
-        w_t = weight.index_select(0, g.offsets).permute(2, 0, 1).reshape(c_out, m * c_in)
+        w_t = select_offsets(weight, g).permute(2, 0, 1).reshape(c_out, m * c_in)
         for a, b in chunks(g.rows.numel(), m * c_in):
             cols = grad_out.index_select(0, g.rows[a:b]) @ w_t  # (n, m*C_in)
             grad_in.index_add_(0, g.idx[a:b].reshape(-1), cols.view(-1, c_in))
@@ -206,7 +235,10 @@ def plan_weight_grad(plan: ConvPlan, feats: torch.Tensor, grad_out: torch.Tensor
         for a, b in chunks(g.rows.numel(), m * c_in):
             cols = src.index_select(0, g.idx[a:b].reshape(-1)).view(b - a, m * c_in)
             acc.addmm_(cols.t(), grad_out.index_select(0, g.rows[a:b]))
-        grad_w.index_add_(0, g.offsets, acc.view(m, c_in, c_out))
+        if m == grad_w.shape[0]:
+            grad_w += acc.view(m, c_in, c_out)
+        else:
+            grad_w.index_add_(0, g.offsets, acc.view(m, c_in, c_out))
     return grad_w
 
 
