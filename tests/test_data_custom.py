@@ -45,9 +45,13 @@ def test_custom_rgbd_scan_as_documented(tmp_path, capsys):
     cfg.train.task, cfg.train.out_dir = "pretrain", str(tmp_path / "runs")
     cfg.data.dataset, cfg.data.root, cfg.data.frame_skip = "scannet-rgbd", str(root), 1
     cfg.data.image_height, cfg.data.image_width, cfg.data.voxel_size = 60, 80, 0.05
+    _write_scan(root / "scans" / "office_00")  # not in scannetv2_train.txt
     ds = make_dataset(cfg, "train")
+    assert [f.parent.name for f in ds.files] == ["kitchen_00", "kitchen_00"]
     b = ds.collate([ds[0], ds[1]])
     assert isinstance(b, PretrainBatch) and len(b.pair_voxel) > 100
+    (root / "scannetv2_train.txt").unlink()  # without split files every scan is used
+    assert len(make_dataset(cfg, "train")) == 4
 
 
 def test_custom_labelled_rooms_as_documented(tmp_path, capsys):
@@ -73,3 +77,21 @@ def test_custom_labelled_rooms_as_documented(tmp_path, capsys):
     b = test.collate([test[0]])
     assert isinstance(b, SegBatch) and len(b.point_labels) == 800
     assert sorted(make_dataset(cfg, "train").files + make_dataset(cfg, "val").files) != []
+
+
+def test_rooms_added_after_preparing_are_prepared_on_next_use(tmp_path):
+    root = tmp_path / "rooms"
+
+    def room(area, name):
+        ann = root / f"Area_{area}" / name / "Annotations"
+        ann.mkdir(parents=True)
+        np.savetxt(ann / "floor_1.txt", np.array([[0, 0, 0, 1, 2, 3], [1, 1, 0, 4, 5, 6.0]]), fmt="%g")
+
+    room(1, "a")
+    room(5, "b")
+    cfg = Config()
+    cfg.train.task, cfg.train.out_dir = "semseg", str(tmp_path / "runs")
+    cfg.data.dataset, cfg.data.root = "s3dis-raw", str(root)
+    assert len(make_dataset(cfg, "train")) == 1
+    room(2, "c")
+    assert len(make_dataset(cfg, "train")) + len(make_dataset(cfg, "val")) == 2

@@ -19,7 +19,15 @@ from t4p.data import s3dis
 from t4p.data.augment import AugmentSpec, augment_points, color_to_feats
 from t4p.data.batch import DetBatch, PretrainBatch, SegBatch
 from t4p.data.pairs import load_pairs
-from t4p.data.prepare import PrepareSettings, is_complete, load_arrays, prepare, read_manifest, settings_hash
+from t4p.data.prepare import (
+    PrepareSettings,
+    is_complete,
+    list_units,
+    load_arrays,
+    prepare,
+    read_manifest,
+    settings_hash,
+)
 from t4p.sparse.voxelize import voxelize
 
 log = logging.getLogger(__name__)
@@ -169,7 +177,7 @@ class PointsDataset(Dataset):
 def _norm(name: str) -> str:
     """Scene names compare without leading zeros (SUN RGB-D split files list 5051, files are 005051)."""
     name = Path(name).name
-    return name.lstrip("0") or "0" if name.isdigit() else name
+    return (name.lstrip("0") or "0") if name.isdigit() else name
 
 
 def _read_list(path: Path) -> set[str]:
@@ -209,11 +217,10 @@ def select_units(cfg: Config, fmt: str, src: Path, units: list[str], manifest: d
         names = {"train": ("scannetv2_train.txt",), "test": ("scannetv2_val.txt",)}
     train_file = _find_split_file(src, names["train"])
     if train_file is None:
-        log.warning(
-            "%s: no official split file (%s); using every scene, val = test = a hold-out",
-            src,
-            names["train"][0],
-        )
+        if cfg.train.task == "pretrain":  # self-supervised: every scan trains; val/test only monitor
+            log.warning("%s: no %s; pre-training on every scan", src, names["train"][0])
+            return units if split == "train" else _holdout(units, "val", d.val_fraction)
+        log.warning("%s: no split file (%s); val = test = a hold-out of the scenes", src, names["train"][0])
         return _holdout(units, "val" if split in ("val", "test") else "train", d.val_fraction)
     if split == "test" or (fmt.startswith("scannet-") and cfg.train.task == "pretrain" and split == "val"):
         test_file = _find_split_file(src, names["test"])
@@ -281,8 +288,9 @@ def make_dataset(cfg: Config, split: str) -> Dataset:
     fmt, src, synthetic = resolve_source(cfg)
     settings = prepare_settings(cfg, synthetic)
     out = prepared_dir(cfg, fmt, src, settings)
-    if not is_complete(out):
-        log.info("preparing %s data from %s into %s (first use)", fmt, src, out)
+    new = set(list_units(fmt, src, settings)) - set(read_manifest(out).get("units", {}))
+    if not is_complete(out) or new:  # first use, an interrupted run, or scenes added since
+        log.info("preparing %s data from %s into %s (%d new units)", fmt, src, out, len(new))
         prepare(fmt, src, out, settings, workers=max(1, cfg.data.loader_workers), progress=True)
     manifest = read_manifest(out)
     units = select_units(cfg, fmt, src, list(manifest["units"]), manifest, split)
