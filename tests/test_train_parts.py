@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -84,3 +85,28 @@ def test_sampler_splits_global_batch_across_ranks_and_micro_batches():
         assert sorted(i for b in micro for i in b) == sorted(single[step])
     with pytest.raises(ConfigError, match="train.batch_size"):
         StepBatchSampler(20, _cfg(batch=6, accum=2), 0, 2, 0)
+
+
+class _TouchOnUnpickle:
+    """Unpickling this object calls ``Path.touch(marker)``: a harmless stand-in for ``os.system``."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_crafted_pickle_checkpoint_is_refused_without_running_code(tmp_path):
+    marker = tmp_path / "code_ran"
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {"w": torch.zeros(2)}, "step": 3, "payload": _TouchOnUnpickle(marker)}, path)
+    with pytest.raises(ValueError, match="contains non-tensor objects and was refused") as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value)
+    assert not marker.exists()
+    # the payload is real: an unsafe load (never done by t4p) would have run it
+    proof = tmp_path / "proof.pt"
+    torch.save({"payload": _TouchOnUnpickle(tmp_path / "unsafe_ran")}, proof)
+    torch.load(proof, weights_only=False)
+    assert (tmp_path / "unsafe_ran").exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import random
 from pathlib import Path
 
@@ -71,7 +72,20 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         path = path / CHECKPOINT_NAME
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist (expected a file written by t4p)")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:  # weights_only refuses anything but tensors, numbers, strings, containers
+        raise ValueError(
+            f"checkpoint {path} contains non-tensor objects and was refused (read with weights_only=True; "
+            f"t4p checkpoints hold only tensors, numbers, strings and containers of those): {_unpickler_reason(e)}"
+        ) from None
+
+
+def _unpickler_reason(e: Exception) -> str:
+    """The line of torch's weights_only error that names the refused global (or the first line)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    found = [ln for ln in lines if "WeightsUnpickler error" in ln]
+    return (found or lines or [type(e).__name__])[0][:300]
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
