@@ -7,7 +7,6 @@ import math
 import pickle
 
 import numpy as np
-import pytest
 import torch
 
 from t4p.models.box_ops import points_in_boxes
@@ -33,12 +32,8 @@ def test_real_sunrgbd_scene_boxes_match_mmdet3d_infos(shared_data):
     assert (counts >= 40).all(), counts
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="t4p/data/sunrgbd.py keeps VoteNet's heading sign (-atan2(oy, ox)) while t4p's boxes, augmentation "
-    "and synthetic scenes use the counter-clockwise yaw (+atan2(oy, ox)); the reader must negate it",
-)
 def test_real_sunrgbd_heading_is_counter_clockwise(shared_data):
+    """t4p's heading is the counter-clockwise yaw: the reader negates VoteNet's (and mmdet3d's 2020) sign."""
     from t4p.data.sunrgbd import read_scene
 
     scene = read_scene(shared_data / "sunrgbd", "000001", label_version="v2")
