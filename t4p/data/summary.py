@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from t4p.data import s3dis, scannet_votenet, sunrgbd
 from t4p.data.classes import SCANNET18, SUNRGBD10, class_list
@@ -12,6 +13,11 @@ from t4p.data.pairs import backproject, resize_frame
 from t4p.data.prepare import PrepareSettings, list_units
 from t4p.data.scannet_rgbd import SkipStats, read_exported_scene
 from t4p.data.scannet_sens import iter_sens
+
+
+def _bar(items: list) -> tqdm:
+    """Progress on stderr (the JSON goes to stdout); silent for a single item."""
+    return tqdm(items, desc="inspect", unit="scene", leave=False, disable=len(items) < 2)
 
 
 class _Bounds:
@@ -32,7 +38,7 @@ class _Bounds:
 
 def _rgbd(fmt: str, path: Path, frame_skip: int) -> dict:
     stats, bounds = SkipStats(), _Bounds()
-    for unit in list_units(fmt, path, PrepareSettings(frame_skip=frame_skip)):
+    for unit in _bar(list_units(fmt, path, PrepareSettings(frame_skip=frame_skip))):
         if fmt == "scannet-sens":
             frames = iter_sens(path if path.is_file() else path / unit, frame_skip, stats)
         else:
@@ -55,7 +61,7 @@ def _s3dis(path: Path, classes: str = "s3dis13") -> dict:
     cl = class_list(classes)
     counts = np.zeros(len(cl), dtype=np.int64)
     bounds, n, n_inst, repaired, skipped = _Bounds(), 0, 0, [], []
-    for _area, room_dir in s3dis.list_rooms(path):
+    for _area, room_dir in _bar(s3dis.list_rooms(path)):
         room = s3dis.read_room(room_dir, classes=cl)
         counts += np.bincount(room.labels, minlength=len(cl))
         bounds.add(room.xyz)
@@ -78,7 +84,7 @@ def _det(fmt: str, path: Path, label_version: str) -> dict:
     names = SCANNET18.names if fmt == "scannet-votenet" else SUNRGBD10.names
     counts = np.zeros(len(names), dtype=np.int64)
     bounds, n, n_inst, n_box = _Bounds(), 0, 0, 0
-    for unit in list_units(fmt, path, PrepareSettings(label_version=label_version)):
+    for unit in _bar(list_units(fmt, path, PrepareSettings(label_version=label_version))):
         if fmt == "scannet-votenet":
             sc = scannet_votenet.read_scene(path, unit)
             n_inst += len(np.unique(sc.instances[sc.instances >= 0]))
