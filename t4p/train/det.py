@@ -50,8 +50,9 @@ def dataset_mean_sizes(dataset, num_classes: int) -> torch.Tensor:
     return class_mean_sizes([load_arrays(f)["boxes"] for f in files], num_classes)
 
 
-def build_det_model(cfg: Config, train_dataset) -> tuple[nn.Module, object | None]:
-    """VoteNetDetector for ``cfg`` with mean sizes from ``train_dataset`` and its CLIP bundle (or None)."""
+def build_det_model(cfg: Config, train_dataset=None) -> tuple[nn.Module, object | None]:
+    """VoteNetDetector for ``cfg`` with mean sizes from ``train_dataset`` (default: ``make_dataset(cfg,
+    "train")``) and its CLIP bundle (or None)."""
     from t4p.data.classes import class_list
     from t4p.models.text4point import needs_text
     from t4p.models.votenet import VoteNetDetector
@@ -62,6 +63,10 @@ def build_det_model(cfg: Config, train_dataset) -> tuple[nn.Module, object | Non
 
         bundle = load_clip(cfg.model.clip)
     names = list(class_list(cfg.data.classes).text_names)
+    if train_dataset is None:
+        from t4p.data.datasets import make_dataset
+
+        train_dataset = make_dataset(cfg, "train")
     sizes = dataset_mean_sizes(train_dataset, len(names))
     return VoteNetDetector(cfg, bundle, names, sizes), bundle
 
