@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -81,3 +82,31 @@ def test_unknown_row_names_the_key():
     ft, pt = _configs("T5-9", "0")
     with pytest.raises(ValueError, match="sweep.rows.*T5-9"):
         plan_ablation(ft, pt, StageStore("unused"))
+
+
+def test_scripts_help_and_dry_run_plan_without_side_effects(tmp_path):
+    repo = Path(__file__).resolve().parents[1]
+    for script in ("ablation.py", "search.py", "report.py"):
+        out = subprocess.run([sys.executable, str(repo / "sweeps" / script), "--help"], capture_output=True, text=True)
+        assert out.returncode == 0 and "usage:" in out.stdout
+    out = subprocess.run([sys.executable, str(repo / "sweeps" / "ablation.py"), "--demo", "--dry-run"],
+                         cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "fine-tuning trials: 14" in out.stdout and "distinct pre-trainings: 6 (6 to run)" in out.stdout
+    assert "Ray Train fits: 20" in out.stdout and "cpu_hours" in out.stdout
+    assert list(tmp_path.iterdir()) == [], "a dry run must not write anything"
+
+
+def test_search_domains_are_typed_by_the_config():
+    from ray.tune.search.sample import Categorical, Float
+
+    from t4p.sweep.search import parse_domain
+
+    key, dom = parse_domain("model.n_ctx=choice:4,8")
+    assert key == "model.n_ctx" and isinstance(dom, Categorical) and dom.categories == [4, 8]
+    key, dom = parse_domain("optim.lr=log:1e-3:0.1")
+    assert isinstance(dom, Float) and dom.lower == 1e-3 and dom.upper == 0.1
+    with pytest.raises(ValueError, match="optim.lrr"):
+        parse_domain("optim.lrr=log:1:2")
+    with pytest.raises(ValueError, match="model.n_ctx"):
+        parse_domain("model.n_ctx=choice:a,b")
