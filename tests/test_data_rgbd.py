@@ -222,3 +222,21 @@ def test_sens_decoding_memory_does_not_grow_with_the_file(shared_data, tmp_path)
         tracemalloc.stop()
     # 8 more frames in the file (~8 raw frames) add less than one raw frame to the peak
     assert peaks[12] - peaks[4] < frame_bytes
+
+
+def test_make_dataset_reads_sens_files_with_the_official_split(shared_data, tmp_path):
+    from t4p.config import Config
+    from t4p.data.datasets import make_dataset
+
+    root = tmp_path / "scannet"
+    for k, frames in enumerate(((0, 50), (100, 150))):
+        (root / f"scene000{k}_00").mkdir(parents=True)
+        write_sens_struct(root / f"scene000{k}_00" / f"scene000{k}_00.sens", shared_data, frames=frames)
+    (root / "scannetv2_train.txt").write_text("scene0001_00\n")
+    cfg = Config()
+    cfg.train.task, cfg.train.out_dir = "pretrain", str(tmp_path / "runs")
+    cfg.data.dataset, cfg.data.root, cfg.data.frame_skip = "scannet-sens", str(root), 1
+    cfg.data.image_height, cfg.data.image_width, cfg.data.voxel_size = 60, 80, 0.05
+    ds = make_dataset(cfg, "train")
+    assert [f.parent.name for f in ds.files] == ["scene0001_00", "scene0001_00"]
+    assert ds.collate([ds[0]]).images.shape == (1, 3, 60, 80)

@@ -175,8 +175,8 @@ class PointsDataset(Dataset):
 
 
 def _norm(name: str) -> str:
-    """Scene names compare without leading zeros (SUN RGB-D split files list 5051, files are 005051)."""
-    name = Path(name).name
+    """Scene names compare without ``.sens`` and leading zeros (SUN RGB-D split files list 5051)."""
+    name = Path(name).name.removesuffix(".sens")
     return (name.lstrip("0") or "0") if name.isdigit() else name
 
 
