@@ -90,3 +90,34 @@ def test_pointwise_conv_bias_and_batchnorm(name):
     cat = be.cat(z, y)
     assert cat.feats.shape == (len(coords), 8)
     torch.testing.assert_close(cat.coords, x.coords)
+
+
+def test_torch_schedule_paths_match_dense(monkeypatch):
+    """Exact pattern groups, padded groups and per-offset leftovers all agree with conv3d."""
+    from t4p.sparse import torch_backend as tb
+
+    monkeypatch.setattr(tb, "MIN_GROUP_ROWS", 4)
+    monkeypatch.setattr(tb, "N_CANDIDATES", 12)
+    monkeypatch.setattr(tb, "MAX_PAD_FACTOR", 1.6)
+    be = backend("torch")
+    coords, feats = random_sparse(3, occupancy=0.5, seed=11)
+    keep = coords[:, 0] == 1  # batch 0: a full plane (repeated neighbour patterns), batch 1: random
+    plane = torch.stack(torch.meshgrid(torch.arange(8), torch.arange(8), indexing="ij"), -1).reshape(-1, 2)
+    plane = torch.cat([torch.zeros(64, 1), plane, torch.full((64, 1), 2)], 1).to(torch.int32)
+    coords = torch.cat([plane, coords[keep]])
+    feats = torch.randn(len(coords), 3)
+    x = be.tensor(coords, feats.requires_grad_())
+    plan, _ = tb.conv_plan(x, 3, 1, False)
+    kinds = {("per-offset" if g.accumulate else "padded" if g.padded else "exact") for g in plan.groups}
+    assert kinds == {"per-offset", "padded", "exact"}
+    dense_w = torch.randn(2, 3, 3, 3, 3)
+    conv = be.Conv(3, 2, 3)
+    with torch.no_grad():
+        conv.kernel.copy_(sparse_kernel(dense_w))
+    y = conv(x)
+    x_dense = densify(coords, feats.detach()).requires_grad_()
+    ref = at_sites(F.conv3d(x_dense, dense_w, padding=1), coords)
+    torch.testing.assert_close(y.feats, ref, atol=ATOL, rtol=0)
+    y.feats.square().sum().backward()
+    ref.square().sum().backward()
+    torch.testing.assert_close(feats.grad, at_sites(x_dense.grad, coords), atol=ATOL, rtol=0)

@@ -25,9 +25,9 @@ from t4p.sparse.tensor import CoordTable, SparseTensor, check_coords_feats
 
 STATS = {"kernel_maps_built": 0}  # counted for tests of the per-coordinate-set cache
 GATHER_BUDGET = 1 << 22  # elements of one im2col chunk (16 MiB in float32)
-N_CANDIDATES = 32  # most frequent neighbour patterns used as im2col groups
-MIN_GROUP_ROWS = 1024  # rarer patterns are not candidates (a group's kernel gather must pay off)
-MAX_PAD_FACTOR = 1.5  # a row joins a group reading at most 1.5x its own neighbours
+N_CANDIDATES = 48  # most frequent neighbour patterns used as im2col groups
+MIN_GROUP_ROWS = 256  # rarer patterns are not candidates (a group's kernel gather must pay off)
+MAX_PAD_FACTOR = 1.75  # a row joins a group reading at most 1.75x its own neighbours
 
 
 def kernel_offsets(kernel_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -143,26 +143,25 @@ def group_rows(nbr: torch.Tensor, n_in: int) -> list[Group]:
     words = pattern_words(present)  # (N_out,)
     uniq, counts = torch.unique(words, return_counts=True)
     ranked = torch.argsort(counts, descending=True)[:N_CANDIDATES]
-    candidates = uniq[ranked][counts[ranked] >= MIN_GROUP_ROWS]  # (G,)
+    union = pattern_words(present.any(0, keepdim=True))  # (1,) all offsets present anywhere
+    candidates = torch.cat([uniq[ranked][counts[ranked] >= MIN_GROUP_ROWS], union])  # (G,)
     groups = []
-    leftover = torch.ones(nbr.shape[0], dtype=torch.bool, device=nbr.device)
-    if candidates.numel() > 0:
-        covers = (words[:, None] & ~candidates[None, :]) == 0  # (N_out, G)
-        cost = torch.where(covers, popcount(candidates)[None, :], 1 << 20)
-        best, choice = cost.min(1)  # (N_out,)
-        accepted = best <= MAX_PAD_FACTOR * popcount(words)
-        choice = torch.where(accepted, choice, len(candidates))
-        leftover = ~accepted
-        order = torch.argsort(choice, stable=True)
-        sizes = torch.bincount(choice, minlength=len(candidates) + 1).tolist()
-        bits = torch.arange(k, device=nbr.device)
-        start = 0
-        for g, size in enumerate(sizes[:-1]):
-            rows = order[start : start + size]
-            start += size
-            offsets = torch.nonzero((candidates[g] >> bits) & 1).reshape(-1)
-            if size > 0 and offsets.numel() > 0:
-                groups.append(make_group(rows, offsets, nbr[rows][:, offsets], n_in))
+    covers = (words[:, None] & ~candidates[None, :]) == 0  # (N_out, G)
+    cost = torch.where(covers, popcount(candidates)[None, :], 1 << 20)
+    best, choice = cost.min(1)  # (N_out,)
+    accepted = best <= MAX_PAD_FACTOR * present.sum(1)
+    choice = torch.where(accepted, choice, len(candidates))
+    leftover = ~accepted
+    order = torch.argsort(choice, stable=True)
+    sizes = torch.bincount(choice, minlength=len(candidates) + 1).tolist()
+    bits = torch.arange(k, device=nbr.device)
+    start = 0
+    for g, size in enumerate(sizes[:-1]):
+        rows = order[start : start + size]
+        start += size
+        offsets = torch.nonzero((candidates[g] >> bits) & 1).reshape(-1)
+        if size > 0 and offsets.numel() > 0:
+            groups.append(make_group(rows, offsets, nbr[rows][:, offsets], n_in))
     rest = nbr[leftover]  # (n_rest, K)
     rest_rows = all_rows[leftover]
     for offset in torch.nonzero(present[leftover].any(0)).reshape(-1).tolist():
