@@ -213,7 +213,8 @@ def _as_text(value: Any) -> str:
 
 
 def clean_params(params: dict[str, Any]) -> dict[str, str]:
-    """Drop secret-named keys, stringify tuples, redact secret values, truncate to MLflow's limit."""
+    """Drop secret-named keys (key|token|secret|password: name tags accordingly), stringify tuples,
+    redact secret values, truncate to MLflow's limit."""
     out = {}
     for key, value in params.items():
         if SECRET_PATTERN.search(key):

@@ -91,10 +91,10 @@ def test_ablation_grid_ddp_interrupt_resume_and_report(tmp_path):
     pretrain = [r for r in children if r.data.tags["stage"] == "pretrain"]
     assert sorted(r.data.tags["trial"] for r in finetune) == ["T5-3-s0", "T5-3-s1", "T5-4-s0", "T5-4-s1"]
     assert len(pretrain) == 2  # T5-3 and T5-4 share one pre-training per seed: reused, not repeated
-    assert len({r.data.tags["stage_key"] for r in pretrain}) == 2
+    assert len({r.data.tags["stage_hash"] for r in pretrain}) == 2
     assert all(r.info.status == "FINISHED" for r in runs), [(r.data.tags.get("trial"), r.info.status) for r in runs]
     for run in finetune:
-        assert run.data.tags["stage_key"] in {p.data.tags["stage_key"] for p in pretrain}
+        assert run.data.tags["stage_hash"] in {p.data.tags["stage_hash"] for p in pretrain}
         assert run.data.tags["checkpoint_uri"] and "final/test_miou" in run.data.metrics
         assert run.data.tags["clip_weights_real"] == "false"
         history = MlflowClient(uri).get_metric_history(run.info.run_id, "loss")

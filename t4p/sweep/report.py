@@ -54,8 +54,7 @@ def final_metric(metrics: dict[str, float], name: str) -> float | None:
     keys = keys or sorted(k for k in metrics if "/" not in k and ends(k))
     if not keys:
         return None
-    value = float(metrics[keys[0]])
-    return value * 100.0 if value <= 1.0 else value  # the loop reports fractions; tables use percent
+    return float(metrics[keys[0]]) * 100.0  # t4p.train.loop reports fractions; the tables use percent
 
 
 def collect(tracker, parent_run_id: str) -> tuple[list[RowResult], dict[str, str]]:

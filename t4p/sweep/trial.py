@@ -147,7 +147,7 @@ def pretrain_trainable(config: dict, sweep: SweepContext) -> None:
         set_value(cfg, "train.out_dir", _trial_dir(sweep, name))
         result, run_id = tracked_fit(
             cfg, sweep, name=name, trial=name, stage="pretrain", seed=cfg.train.seed,
-            extra_tags={"stage_key": key},
+            extra_tags={"stage_hash": key},
         )
         if result.checkpoint is None:
             raise RuntimeError(f"pre-training {key} reported no checkpoint; cannot store the stage")
@@ -186,7 +186,7 @@ def finetune_trainable(config: dict, sweep: SweepContext) -> None:
     trial = f"{row}-s{cfg.train.seed}" if row else ray.tune.get_context().get_trial_id()
     name = f"{sweep.sweep_id}-{trial}"
     set_value(cfg, "train.out_dir", _trial_dir(sweep, name))
-    tags = {"stage_key": stage or "", "tune_trial_id": ray.tune.get_context().get_trial_id()}
+    tags = {"stage_hash": stage or "", "tune_trial_id": ray.tune.get_context().get_trial_id()}
     if stage:
         tags["pretrain_run_id"] = StageStore(sweep.stage_store).info(stage).get("mlflow_run_id") or ""
     tracked_fit(cfg, sweep, name=name, trial=trial, stage="finetune", row=row, seed=cfg.train.seed,
