@@ -101,11 +101,20 @@ def _final_metrics(result: ray.train.Result) -> dict[str, float]:
 
 def tracked_fit(
     cfg: Config, ctx: SweepContext, *, name: str, trial: str, stage: str, row: str = "", seed: int | None = None,
-    extra_tags: dict[str, Any] | None = None,
-) -> tuple[ray.train.Result, str | None]:
-    """Open (or reopen) the MLflow child run ``trial`` of this sweep, fit, record the outcome."""
+    extra_tags: dict[str, Any] | None = None, skip_if_finished: bool = False,
+) -> tuple[ray.train.Result | None, str | None]:
+    """Open (or reopen) the MLflow child run ``trial`` of this sweep, fit, record the outcome.
+
+    With ``skip_if_finished`` a trial whose run already FINISHED returns ``(None, run_id)`` without
+    a fit: after the driver was killed, Tune's saved state may lag behind and restart it.
+    """
     tracker = Tracker(ctx.tracking_uri, ctx.experiment) if ctx.tracking_uri else None
     run_id = None
+    if tracker is not None and skip_if_finished:
+        done = [r for r in tracker.find_runs(sweep_id=ctx.sweep_id, trial=trial) if r.info.status == "FINISHED"]
+        if done:
+            log.info("trial %s already finished (MLflow run %s): not rerun", trial, done[0].info.run_id)
+            return None, done[0].info.run_id
     if tracker is not None:
         run_id = tracker.open_run(name, {"sweep_id": ctx.sweep_id, "trial": trial}, ctx.parent_run_id)
         tracker.set_tags(run_id, {**run_tags(cfg, stage=stage, row=row, seed=seed), **(extra_tags or {})})
@@ -190,7 +199,7 @@ def finetune_trainable(config: dict, sweep: SweepContext) -> None:
     if stage:
         tags["pretrain_run_id"] = StageStore(sweep.stage_store).info(stage).get("mlflow_run_id") or ""
     tracked_fit(cfg, sweep, name=name, trial=trial, stage="finetune", row=row, seed=cfg.train.seed,
-                extra_tags=tags)
+                extra_tags=tags, skip_if_finished=True)
 
 
 def context_dict(ctx: SweepContext) -> dict:
