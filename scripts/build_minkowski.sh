@@ -51,7 +51,7 @@ fi
 
 install_cached_wheel() {
   local wheel
-  wheel="$(ls "$wheel_dir"/MinkowskiEngine-*.whl 2>/dev/null | head -n1 || true)"
+  wheel="$(ls "$wheel_dir"/*.whl 2>/dev/null | head -n1 || true)"
   [[ -n "$wheel" ]] || return 1
   say "installing cached wheel $(basename "$wheel") ($key)"
   "$PY" -m pip install --quiet --no-deps --force-reinstall "$wheel"
@@ -77,43 +77,51 @@ ensure_openblas() {
 }
 
 build() {
-  local work sdist_dir log
-  work="$(mktemp -d)"
+  local tree log
   log="$CACHE/logs/minkowski-$key.log"
-  mkdir -p "$CACHE/logs" "$CACHE/sdist" "$wheel_dir"
+  # The build tree persists under the cache until a wheel comes out, so an interrupted or failed
+  # build resumes incrementally (the patched setup.py no longer wipes ./build).
+  tree="$CACHE/build/$key/MinkowskiEngine-$ME_VERSION"
+  mkdir -p "$CACHE/logs" "$CACHE/sdist" "$wheel_dir" "$CACHE/build/$key"
   : > "$log"
-  trap 'rm -rf "$work"' RETURN
 
   ensure_openblas || { say "cannot install libopenblas-dev (apt-get failed)"; return 1; }
-  sdist_dir="$CACHE/sdist"
-  if [[ ! -f "$sdist_dir/MinkowskiEngine-$ME_VERSION.tar.gz" ]]; then
+  local sdist="$CACHE/sdist/MinkowskiEngine-$ME_VERSION.tar.gz"
+  if [[ ! -f "$sdist" ]]; then
     say "downloading the MinkowskiEngine $ME_VERSION source distribution"
+    local dl
+    dl="$(mktemp -d)"
     # pip reads the sdist's metadata by running setup.py, which needs torch, BLAS and the
     # stdlib distutils (numpy.distutils breaks with current setuptools otherwise).
     SETUPTOOLS_USE_DISTUTILS=stdlib "$PY" -m pip download --quiet --no-deps --no-build-isolation \
-      --no-binary :all: "MinkowskiEngine==$ME_VERSION" -d "$work/dl" >>"$log" 2>&1 || return 1
-    mv "$work/dl/MinkowskiEngine-$ME_VERSION.tar.gz" "$sdist_dir/"
+      --no-binary :all: "MinkowskiEngine==$ME_VERSION" -d "$dl" >>"$log" 2>&1 || return 1
+    mv "$dl"/*.tar.gz "$sdist" && rm -rf "$dl"
   fi
-  echo "$ME_SHA256  $sdist_dir/MinkowskiEngine-$ME_VERSION.tar.gz" | sha256sum -c --quiet >>"$log" 2>&1 \
-    || { say "checksum mismatch for the cached sdist"; rm -f "$sdist_dir/MinkowskiEngine-$ME_VERSION.tar.gz"; return 1; }
+  echo "$ME_SHA256  $sdist" | sha256sum -c --quiet >>"$log" 2>&1 \
+    || { say "checksum mismatch for $sdist (removed; rerun to download again)"; rm -f "$sdist"; return 1; }
 
-  tar xzf "$sdist_dir/MinkowskiEngine-$ME_VERSION.tar.gz" -C "$work"
-  local tree="$work/MinkowskiEngine-$ME_VERSION"
-  "$PY" "$HERE/patch_minkowski.py" "$tree" | tee -a "$log"
+  if [[ ! -f "$tree/.t4p-patched" ]]; then
+    rm -rf "$tree"
+    tar xzf "$sdist" -C "$CACHE/build/$key"
+    "$PY" "$HERE/patch_minkowski.py" "$tree" | tee -a "$log"
+    touch "$tree/.t4p-patched"
+  fi
 
   local flags=(--blas=openblas)
   if [[ "$flavour" == cpu ]]; then
     flags+=(--cpu_only)
   else
     flags+=(--force_cuda)
-    export TORCH_CUDA_ARCH_LIST="${archs//_/.}"
+    export TORCH_CUDA_ARCH_LIST="$archs"
     export NVCC_APPEND_FLAGS="${NVCC_APPEND_FLAGS:-} -DNVTX_DISABLE"
   fi
-  say "compiling ($flavour, MAX_JOBS=${MAX_JOBS:-2}); this takes ~7 min on 2 cores (CPU), 25-40 min (CUDA); log: $log"
-  (cd "$tree" && MAX_JOBS="${MAX_JOBS:-2}" "$PY" setup.py bdist_wheel "${flags[@]}" -d "$work/wheel") >>"$log" 2>&1 \
-    || return 1
-  mv "$work"/wheel/MinkowskiEngine-*.whl "$wheel_dir/"
-  say "built $(basename "$(ls "$wheel_dir"/MinkowskiEngine-*.whl)") in $((SECONDS - START)) s"
+  say "compiling ($flavour, MAX_JOBS=${MAX_JOBS:-2}): ~7 min on 2 idle cores (CPU), 25-40 min (CUDA); log: $log"
+  rm -rf "$tree/dist"
+  (cd "$tree" && MAX_JOBS="${MAX_JOBS:-2}" "$PY" setup.py bdist_wheel "${flags[@]}" -d dist) >>"$log" 2>&1 || return 1
+  # setuptools may spell the file name in lower case (minkowskiengine-0.5.4-...).
+  cp "$tree"/dist/*.whl "$wheel_dir/" || return 1
+  rm -rf "$CACHE/build/$key"
+  say "built $(basename "$(ls "$wheel_dir"/*.whl)") in $((SECONDS - START)) s"
 }
 
 if build && install_cached_wheel; then
