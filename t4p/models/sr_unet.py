@@ -27,7 +27,7 @@ class BasicBlock(nn.Module):
         self.norm1 = backend.BatchNorm(planes, momentum=bn_momentum)
         self.conv2 = backend.Conv(planes, planes, kernel_size=3)
         self.norm2 = backend.BatchNorm(planes, momentum=bn_momentum)
-        self.relu = backend.ReLU()
+        self.relu = backend.ReLU(inplace=True)  # on fresh BN / sum outputs, as ME's blocks
         self.downsample = None
         if inplanes != planes:
             self.downsample = nn.Sequential(
@@ -78,7 +78,7 @@ class SRUNet(nn.Module):
             inplanes = dec[i] + skip_planes[3 - i]
             setattr(self, f"block{i + 5}", make_layer(be, inplanes, dec[i], m.dec_blocks[i], mom))
             inplanes = dec[i]
-        self.relu = be.ReLU()
+        self.relu = be.ReLU(inplace=True)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -45,8 +45,12 @@ class BatchNorm(ME.MinkowskiBatchNorm):
 
 
 class ReLU(nn.Module):
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        self.inplace = inplace
+
     def forward(self, x: SparseTensor) -> SparseTensor:
-        return x.with_feats(F.relu(x.feats))
+        return x.with_feats(F.relu(x.feats, inplace=self.inplace))
 
 
 class MinkowskiBackend:

@@ -113,6 +113,10 @@ class ConvPlan:
         self.n_in = n_in
         self.symmetric = symmetric  # offset K-1-k is -offset k and in/out sets are equal (submanifold)
         self.groups = group_rows(nbr, n_in)
+        # every output row written exactly once (no per-offset accumulation): no zero fill needed
+        self.copy_only = not any(g.accumulate for g in self.groups) and (
+            sum(g.rows.numel() for g in self.groups) == self.n_out
+        )
 
 
 def pattern_words(present: torch.Tensor) -> torch.Tensor:
@@ -195,7 +199,7 @@ def plan_forward(plan: ConvPlan, feats: torch.Tensor, weight: torch.Tensor) -> t
     """out[i] = sum_k feats[nbr[i, k]] @ weight[k] -> (N_out, C_out)."""
     c_in, c_out = weight.shape[1], weight.shape[2]
     src = pad_rows(feats, any(g.padded for g in plan.groups))
-    out = feats.new_zeros(plan.n_out, c_out)
+    out = feats.new_empty(plan.n_out, c_out) if plan.copy_only else feats.new_zeros(plan.n_out, c_out)
     for g in plan.groups:
         m = g.offsets.numel()
         w = select_offsets(weight, g).reshape(m * c_in, c_out)  # (m*C_in, C_out)
@@ -342,8 +346,14 @@ class BatchNorm(nn.Module):
 
 
 class ReLU(nn.Module):
+    """ReLU of the features; `inplace=True` (as ME's MinkUNet uses) overwrites the input features."""
+
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        self.inplace = inplace
+
     def forward(self, x: SparseTensor) -> SparseTensor:
-        return x.with_feats(F.relu(x.feats))
+        return x.with_feats(F.relu(x.feats, inplace=self.inplace))
 
 
 class TorchBackend:
