@@ -189,8 +189,8 @@ def train_det(cfg: Config, eval_split: str | None = None, device: str | torch.de
         out = model(batch)
         parts = det_terms(model, batch, out, cfg)
         loss = sum(parts.values())
-        if not math.isfinite(float(loss)):
-            raise FloatingPointError(f"step {step}: detection loss is {float(loss)} ({parts}); lower optim.lr")
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"step {step}: detection loss is {loss.item()} ({parts}); lower optim.lr")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.optim.grad_clip > 0:
@@ -198,9 +198,9 @@ def train_det(cfg: Config, eval_split: str | None = None, device: str | torch.de
         opt.step()
         sched.step()
         terms = {k: float(v.detach()) for k, v in parts.items()}
-        bar.set_postfix(loss=f"{float(loss):.3f}")
+        bar.set_postfix(loss=f"{loss.item():.3f}")
         if (step + 1) % cfg.train.log_every == 0:
-            log.info("det step %d loss %.4f %s", step + 1, float(loss), terms)
+            log.info("det step %d loss %.4f %s", step + 1, loss.item(), terms)
     train_time = time.perf_counter() - start
     loader = [eval_ds.collate([eval_ds[j] for j in range(i, min(i + cfg.train.batch_size, len(eval_ds)))])
               for i in range(0, len(eval_ds), cfg.train.batch_size)]
