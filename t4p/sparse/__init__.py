@@ -14,6 +14,7 @@ from t4p.sparse.voxelize import Voxelized, voxelize
 _LAZY = {
     "SparseTensor": "t4p.sparse.tensor",
     "coarse_index": "t4p.sparse.tensor",
+    "features_at_points": "t4p.sparse.tensor",
     "make_backend": "t4p.sparse.backend",
     "minkowski_available": "t4p.sparse.backend",
 }
