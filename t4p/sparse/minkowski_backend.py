@@ -67,12 +67,10 @@ class MinkowskiBackend:
         coords, feats = check_coords_feats(coords, feats)
         if device is not None:
             feats = feats.to(device)
-        manager = ME.CoordinateManager(D=3, coordinate_map_type=ME.CoordinateMapType.CPU
-                                       if feats.device.type == "cpu" else ME.CoordinateMapType.CUDA)
+        # a new input tensor gets its own coordinate manager (ME's default mode): maps per batch
         t = ME.SparseTensor(
             features=feats,
             coordinates=coords.to(feats.device),
-            coordinate_manager=manager,
             quantization_mode=ME.SparseTensorQuantizationMode.UNWEIGHTED_AVERAGE,
         )
         if t.F.shape[0] != coords.shape[0]:
