@@ -112,7 +112,11 @@ def build_model(cfg: Config) -> tuple[nn.Module, object | None]:
         return Text4PointPretrain(cfg, bundle, names), bundle
     if cfg.train.task == "semseg":
         return Text4PointSeg(cfg, bundle, names), bundle
-    raise ConfigError(f"train.task={cfg.train.task!r}: t4p.train.loop runs 'pretrain' and 'semseg'")
+    if cfg.train.task == "insseg":  # Table 2: t4p.models.instance
+        from t4p.models.instance import Text4PointInsSeg
+
+        return Text4PointInsSeg(cfg, bundle, names), bundle
+    raise ConfigError(f"train.task={cfg.train.task!r}: t4p.train.loop runs 'pretrain', 'semseg' and 'insseg'")
 
 
 def transfer_pretrained(model: nn.Module, path: str, frozen_ids: set[int]) -> dict:
@@ -190,7 +194,13 @@ def semseg_terms(core: nn.Module, batch, out, cfg: Config, gen: torch.Generator)
     return terms
 
 
-TERMS = {"pretrain": pretrain_terms, "semseg": semseg_terms}
+def _insseg_terms(core, batch, out, cfg, gen):
+    from t4p.train.insseg import insseg_terms
+
+    return insseg_terms(core, batch, out, cfg, gen)
+
+
+TERMS = {"pretrain": pretrain_terms, "semseg": semseg_terms, "insseg": _insseg_terms}
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -294,7 +304,7 @@ def run(cfg: Config, ctx=None) -> dict:
         )
     )
     eval_loader = None
-    if task == "semseg":
+    if task in ("semseg", "insseg"):
         eval_ds = make_dataset(cfg, cfg.finetune.eval_split)
         eval_loader = torch.utils.data.DataLoader(
             eval_ds,
@@ -345,8 +355,7 @@ def run(cfg: Config, ctx=None) -> dict:
         if do_eval or do_ckpt:
             metrics = _metrics(state, cfg, len(train_ds), optimizer, hashes)
             if do_eval and eval_loader is not None:
-                scores = evaluate_semseg(core, eval_loader, cfg, device, class_names)
-                metrics.update(_prefixed(scores, cfg.finetune.eval_split))
+                metrics.update(_evaluate(task, core, eval_loader, cfg, device, class_names))
             reported_dir = None
             if do_ckpt:
                 if ctx.rank == 0:
@@ -410,6 +419,16 @@ def _metrics(state: _State, cfg: Config, n: int, optimizer, hashes: dict) -> dic
     for name, values in state.terms.items():
         out[name] = float(np.mean(values[-window:]))
     return out
+
+
+def _evaluate(task: str, core, eval_loader, cfg: Config, device, class_names) -> dict:
+    split = cfg.finetune.eval_split
+    if task == "insseg":  # AP / mPrec / mRec (t4p.train.insseg, t4p.train.instance_metrics)
+        from t4p.train.insseg import evaluate_insseg
+        from t4p.train.instance_metrics import prefixed
+
+        return prefixed(evaluate_insseg(core, eval_loader, cfg, device, class_names), split)
+    return _prefixed(evaluate_semseg(core, eval_loader, cfg, device, class_names), split)
 
 
 def _prefixed(scores: dict, split: str) -> dict:
