@@ -189,7 +189,7 @@ def _mark_early_stopped(tracker: Tracker | None, ctx: SweepContext, results, max
             final = {f"final/{k}": float(v) for k, v in metrics.items()
                      if isinstance(v, int | float) and not isinstance(v, bool) and "/" not in k}
             tracker.log_metrics(run.info.run_id, final, step)
-            if run.info.status == "RUNNING":
+            if run.info.status != "FINISHED":  # RUNNING, or FAILED by the stop reaching the fit
                 tracker.finish(run.info.run_id, "FINISHED")
     return stopped
 
