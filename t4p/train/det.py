@@ -71,6 +71,15 @@ def build_det_model(cfg: Config, train_dataset=None) -> tuple[nn.Module, object 
     return VoteNetDetector(cfg, bundle, names, sizes), bundle
 
 
+def det_model_for_loop(cfg: Config, bundle, class_names: list[str]) -> nn.Module:
+    """The detector for ``t4p.train.loop.build_model`` (CLIP bundle already loaded there)."""
+    from t4p.data.datasets import make_dataset
+    from t4p.models.votenet import VoteNetDetector
+
+    sizes = dataset_mean_sizes(make_dataset(cfg, "train"), len(class_names))
+    return VoteNetDetector(cfg, bundle, class_names, sizes)
+
+
 def box_voxel_labels(batch) -> torch.Tensor:
     """(M,) a voxel label from the boxes (class of a box containing its points; -100 outside every box).
 
@@ -122,6 +131,11 @@ def evaluate_det(core: nn.Module, loader, cfg: Config, device: torch.device, cla
         for pred, gt in zip(preds, batch.boxes, strict=True):
             ev.add(pred, gt)
     core.train(was_training)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():  # DDP: every rank's share
+        parts = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(parts, (ev.preds, ev.gts))
+        ev.preds = [p for preds, _ in parts for p in preds]
+        ev.gts = [g for _, gts in parts for g in gts]
     return ev.compute()
 
 
