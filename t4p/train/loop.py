@@ -116,7 +116,11 @@ def build_model(cfg: Config) -> tuple[nn.Module, object | None]:
         from t4p.models.instance import Text4PointInsSeg
 
         return Text4PointInsSeg(cfg, bundle, names), bundle
-    raise ConfigError(f"train.task={cfg.train.task!r}: t4p.train.loop runs 'pretrain', 'semseg' and 'insseg'")
+    if cfg.train.task == "det":  # Sec. 4.3: VoteNet on SR-UNet, t4p.models.votenet
+        from t4p.train.det import det_model_for_loop
+
+        return det_model_for_loop(cfg, bundle, names), bundle
+    raise ConfigError(f"train.task={cfg.train.task!r}: t4p.train.loop runs 'pretrain', 'semseg', 'insseg' and 'det'")
 
 
 def transfer_pretrained(model: nn.Module, path: str, frozen_ids: set[int]) -> dict:
@@ -200,7 +204,13 @@ def _insseg_terms(core, batch, out, cfg, gen):
     return insseg_terms(core, batch, out, cfg, gen)
 
 
-TERMS = {"pretrain": pretrain_terms, "semseg": semseg_terms, "insseg": _insseg_terms}
+def _det_terms(core, batch, out, cfg, gen):
+    from t4p.train.det import det_terms
+
+    return det_terms(core, batch, out, cfg, gen)
+
+
+TERMS = {"pretrain": pretrain_terms, "semseg": semseg_terms, "insseg": _insseg_terms, "det": _det_terms}
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -269,6 +279,10 @@ def run(cfg: Config, ctx=None) -> dict:
     model.to(device)
     frozen = frozen_tensor_ids(bundle)  # storages moved with the model
     optimizer = build_optimizer(model, cfg.optim)
+    if task == "det":  # finetune.det_optimizer: VoteNet's Adam by default (lr 0.001 in the paper)
+        from t4p.train.det import build_det_optimizer
+
+        optimizer = build_det_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg.optim, cfg.train.max_steps)
     use_amp = cfg.train.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -304,7 +318,7 @@ def run(cfg: Config, ctx=None) -> dict:
         )
     )
     eval_loader = None
-    if task in ("semseg", "insseg"):
+    if task in ("semseg", "insseg", "det"):
         eval_ds = make_dataset(cfg, cfg.finetune.eval_split)
         eval_loader = torch.utils.data.DataLoader(
             eval_ds,
@@ -428,6 +442,10 @@ def _evaluate(task: str, core, eval_loader, cfg: Config, device, class_names) ->
         from t4p.train.instance_metrics import prefixed
 
         return prefixed(evaluate_insseg(core, eval_loader, cfg, device, class_names), split)
+    if task == "det":  # mAP@0.25/0.5 + AP per class (t4p.train.det, t4p.train.det_metrics)
+        from t4p.train.det import evaluate_det, flat_det_scores
+
+        return flat_det_scores(evaluate_det(core, eval_loader, cfg, device, class_names), split)
     return _prefixed(evaluate_semseg(core, eval_loader, cfg, device, class_names), split)
 
 
