@@ -133,9 +133,14 @@ def _shrink(cfg: Config) -> Config:
 def smoke_pretrain() -> Config:
     cfg = _shrink(pretrain_scannet())
     cfg.data.dataset = "synthetic"
-    cfg.data.voxel_size = 0.05
+    # 96x128 frames give the tiny CLIP a 3x4 feature grid (60x80 gives 1x2, too coarse for L_e/L_d);
+    # 10 cm voxels keep a step at ~0.2 s on one CPU thread; 32 pairs per frame (peers: 4096 at scale).
+    cfg.data.image_height = 96
+    cfg.data.image_width = 128
+    cfg.data.voxel_size = 0.1
+    cfg.loss.max_pairs = 32
     cfg.train.max_steps = 40
-    cfg.optim.lr = 0.05
+    cfg.optim.lr = 0.1
     cfg.optim.exp_every = 10
     return validate(cfg)
 

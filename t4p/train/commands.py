@@ -179,11 +179,13 @@ def predict_scene(model, cfg, xyz: np.ndarray, rgb: np.ndarray) -> np.ndarray:
     """Per-point labels: voxelise, run the model, map voxel predictions back to the points."""
     from types import SimpleNamespace
 
+    from t4p.data.augment import color_to_feats
     from t4p.sparse import voxelize
 
-    vox = voxelize(xyz - xyz.min(0), cfg.data.voxel_size)
-    coords = np.concatenate([np.zeros((len(vox.coords), 1), np.int32), vox.coords], 1)  # (M, 4)
-    feats = rgb[vox.voxel2point] / 255.0 - 0.5  # (M, 3) colour in [-0.5, 0.5] as in training
+    vox = voxelize(xyz, cfg.data.voxel_size)
+    coords = vox.coords - vox.coords.min(axis=0)  # (M, 3) non-negative, as the datasets do
+    coords = np.concatenate([np.zeros((len(coords), 1), np.int32), coords.astype(np.int32)], 1)  # (M, 4)
+    feats = color_to_feats(np.clip(rgb[vox.voxel2point], 0, 255))  # (M, 3) in [-0.5, 0.5] as in training
     batch = SimpleNamespace(coords=torch.from_numpy(coords), feats=torch.from_numpy(feats).float())
     pred = model(batch).logits.argmax(1).numpy()  # (M,)
     return pred[vox.point2voxel]
