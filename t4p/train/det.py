@@ -220,5 +220,9 @@ def train_det(cfg: Config, eval_split: str | None = None, device: str | torch.de
               for i in range(0, len(eval_ds), cfg.train.batch_size)]
     names = list(class_list(cfg.data.classes).names)
     scores = evaluate_det(model, loader, cfg, device, names)
+    if cfg.data.classes in ("sunrgbd10", "scannet18"):  # the paper's Table 7 / 8 layout, ours last
+        from t4p.train.det_metrics import paper_table
+
+        log.info("AP@0.5 per class (%s):\n%s", split, paper_table(scores, cfg.data.classes))
     return {"terms": terms, "train_seconds": train_time, "scores": scores, **flat_det_scores(scores, split),
             "model": model}
