@@ -149,7 +149,7 @@ def smoke_semseg() -> Config:
     cfg = _shrink(s3dis_semseg())
     cfg.data.voxel_size = 0.08
     cfg.train.max_steps = 60
-    cfg.optim.lr = 0.05
+    cfg.optim.lr = 0.1  # the paper's; 0.05 learnt slower on the synthetic rooms
     return validate(cfg)
 
 

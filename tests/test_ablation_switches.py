@@ -41,14 +41,21 @@ class TextEncoderCalls:
 
 
 @pytest.fixture(scope="module")
-def pretrainings(tmp_path_factory):
+def shared_data(tmp_path_factory) -> tuple[str, ...]:
+    """One synthetic root and one prepared cache for every run of this module (generated once)."""
+    d = tmp_path_factory.mktemp("data")
+    return (f"data.root={d / 'synth'}", f"data.prepared_dir={d / 'prepared'}")
+
+
+@pytest.fixture(scope="module")
+def pretrainings(tmp_path_factory, shared_data):
     """The distinct pre-trainings of the grid (3), each a couple of steps: overrides -> checkpoint path."""
     out = {}
     for row in ABLATION_ROWS.values():
         if row.pretrain is None or row.pretrain in out:
             continue
         d = tmp_path_factory.mktemp("pre")
-        metrics = run(tiny_cfg("smoke_pretrain", d, *STEPS, *row.pretrain))
+        metrics = run(tiny_cfg("smoke_pretrain", d, *shared_data, *STEPS, *row.pretrain))
         out[row.pretrain] = (d / "checkpoint" / "checkpoint.pt", metrics)
     return out
 
@@ -63,13 +70,13 @@ def test_grid_has_three_distinct_pretrainings(pretrainings):
 
 
 @pytest.mark.parametrize("name", list(ABLATION_ROWS))
-def test_row_switches(name, pretrainings, tmp_path):
+def test_row_switches(name, pretrainings, shared_data, tmp_path):
     row = ABLATION_ROWS[name]
     init = ()
     if row.pretrain is not None:
         ckpt_path, pre_metrics = pretrainings[row.pretrain]
         init = (f"finetune.init={ckpt_path}",)
-    cfg = tiny_cfg("smoke_semseg", tmp_path, *STEPS, *row.finetune, *init)
+    cfg = tiny_cfg("smoke_semseg", tmp_path, *shared_data, *STEPS, *row.finetune, *init)
     m = cfg.model
 
     # trainable parameters

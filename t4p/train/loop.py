@@ -223,10 +223,11 @@ def evaluate_semseg(core: nn.Module, loader, cfg: Config, device: torch.device, 
     cm = np.zeros((k, k), dtype=np.int64)
     was_training = core.training
     core.eval()
-    for batch in loader:
-        batch = batch.to(device)
-        pred = core(batch).logits.argmax(1)  # (M,)
-        cm += confusion_matrix(pred[batch.point2voxel], batch.point_labels, k, cfg.loss.ignore_label)
+    with torch.random.fork_rng(devices=[]):  # datasets draw item seeds from torch: keep training's stream intact
+        for batch in loader:
+            batch = batch.to(device)
+            pred = core(batch).logits.argmax(1)  # (M,)
+            cm += confusion_matrix(pred[batch.point2voxel], batch.point_labels, k, cfg.loss.ignore_label)
     core.train(was_training)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         t = torch.from_numpy(cm).to(device)
