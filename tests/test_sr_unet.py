@@ -88,7 +88,7 @@ def run_step(net, coords, colours):
     """Forward + backward of a fixed random projection of the decoder output."""
     net.zero_grad()
     z = net(net.backend.tensor(coords, colours))
-    proj = torch.randn(z.feats.shape, generator=torch.Generator().manual_seed(0))
+    proj = torch.randn(z.feats.shape, generator=torch.Generator().manual_seed(0), dtype=z.feats.dtype)
     (z.feats * proj).sum().backward()
     grads = {n: p.grad.clone() for n, p in net.named_parameters()}
     return z.feats.detach(), grads
@@ -127,9 +127,16 @@ def test_cross_backend_full_size_state_dict_round_trip(tmp_path):
     net_t = SRUNet(ModelConfig(sparse_backend="torch"), in_channels=3)
     torch.save(net_t.state_dict(), tmp_path / "srunet.pt")
     net_me = SRUNet(ModelConfig(sparse_backend="minkowski"), in_channels=3)
-    net_me.load_state_dict(torch.load(tmp_path / "srunet.pt"))
+    net_me.load_state_dict(torch.load(tmp_path / "srunet.pt", weights_only=True))
     coords, colours = room_voxels(0.1, batch=1, size=(3.0, 2.5, 2.0), n_boxes=2, density=400.0)
-    assert_same_network(net_t, net_me, torch.from_numpy(coords), torch.from_numpy(colours))
+    # In float64: through 34 layers and BatchNorm's backward, float32 summation-order differences
+    # between the backends grow to ~6e-3 in the stem kernel's gradient (measured), which says
+    # nothing about the algorithm; in float64 both backends agree to ~1e-14. The small network
+    # above checks float32 at 1e-4.
+    net_t.double()
+    net_me.double()
+    colours64 = torch.from_numpy(colours).double()
+    assert_same_network(net_t, net_me, torch.from_numpy(coords), colours64)
 
 
 def test_backend_auto_resolves():

@@ -70,7 +70,7 @@ class MinkowskiBackend:
         # a new input tensor gets its own coordinate manager (ME's default mode): maps per batch
         t = ME.SparseTensor(
             features=feats,
-            coordinates=coords.to(feats.device),
+            coordinates=coords.to(device=feats.device, dtype=torch.int32).contiguous(),
             quantization_mode=ME.SparseTensorQuantizationMode.UNWEIGHTED_AVERAGE,
         )
         if t.F.shape[0] != coords.shape[0]:
