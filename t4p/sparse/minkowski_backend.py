@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import MinkowskiEngine as ME
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
-from t4p.sparse.tensor import SparseTensor, check_coords_feats
+from t4p.sparse.tensor import ReLU, SparseTensor, check_coords_feats
 
 BACKEND = None  # the module-level MinkowskiBackend instance (set below)
 
@@ -42,15 +40,6 @@ class BatchNorm(ME.MinkowskiBatchNorm):
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         return wrap(super().forward(x.impl))
-
-
-class ReLU(nn.Module):
-    def __init__(self, inplace: bool = False):
-        super().__init__()
-        self.inplace = inplace
-
-    def forward(self, x: SparseTensor) -> SparseTensor:
-        return x.with_feats(F.relu(x.feats, inplace=self.inplace))
 
 
 class MinkowskiBackend:

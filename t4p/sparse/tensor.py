@@ -151,3 +151,14 @@ def coarse_index(fine_coords: torch.Tensor, coarse: SparseTensor) -> torch.Tenso
 def features_at_points(tensor: SparseTensor, point2voxel: torch.Tensor) -> torch.Tensor:
     """Features of each original point `(Np, C)`, given its voxel row in `tensor` (rows of the input)."""
     return tensor.feats[point2voxel.to(tensor.feats.device)]
+
+
+class ReLU(torch.nn.Module):
+    """ReLU of the features (backend-neutral); `inplace=True`, as ME's MinkUNet uses, overwrites them."""
+
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        self.inplace = inplace
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        return x.with_feats(torch.nn.functional.relu(x.feats, inplace=self.inplace))

@@ -19,9 +19,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from t4p.sparse.tensor import CoordTable, SparseTensor, check_coords_feats
+from t4p.sparse.tensor import CoordTable, ReLU, SparseTensor, check_coords_feats
 
 STATS = {"kernel_maps_built": 0}  # counted for tests of the per-coordinate-set cache
 GATHER_BUDGET = 1 << 22  # elements of one im2col chunk (16 MiB in float32)
@@ -343,17 +342,6 @@ class BatchNorm(nn.Module):
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         return x.with_feats(self.bn(x.feats))
-
-
-class ReLU(nn.Module):
-    """ReLU of the features; `inplace=True` (as ME's MinkUNet uses) overwrites the input features."""
-
-    def __init__(self, inplace: bool = False):
-        super().__init__()
-        self.inplace = inplace
-
-    def forward(self, x: SparseTensor) -> SparseTensor:
-        return x.with_feats(F.relu(x.feats, inplace=self.inplace))
 
 
 class TorchBackend:
