@@ -133,6 +133,23 @@ class Text4PointPretrain(nn.Module):
         return self.feature_cache.get_or_compute(batch.frame_ids, batch.images, self.image_encoder)
 
 
+def build_finetune_3d(cfg: Config, bundle, class_names: list[str], owner: str):
+    """The fine-tuning 3D part every task head sits on: (sparse backend, text path or None, backbone).
+
+    Parameter names (`text.*`, `backbone.*`) are shared by all tasks, so a pre-training checkpoint
+    transfers by name to segmentation, instances and detection alike.
+    """
+    from t4p.sparse import make_backend
+
+    m = cfg.model
+    with_text = needs_text(cfg)
+    if with_text and bundle is None:
+        raise ValueError(f"{owner}: model.tqm or loss.aux needs text embeddings; no CLIP bundle given")
+    d = bundle.embed_dim if bundle is not None else 0
+    text = build_text_path(m, bundle, class_names) if with_text else None
+    return make_backend(m.sparse_backend), text, Text4Point3D(m, d, expand=cfg.loss.aux)
+
+
 @dataclass
 class SegOutput:
     logits: torch.Tensor  # (M, K') per voxel
@@ -145,18 +162,9 @@ class Text4PointSeg(nn.Module):
 
     def __init__(self, cfg: Config, bundle, class_names: list[str]) -> None:
         super().__init__()
-        from t4p.sparse import make_backend
-
-        m = cfg.model
         self.cfg = cfg
-        self.backend = make_backend(m.sparse_backend)
-        with_text = needs_text(cfg)
-        if with_text and bundle is None:
-            raise ValueError("Text4PointSeg: model.tqm or loss.aux needs text embeddings; no CLIP bundle given")
-        d = bundle.embed_dim if bundle is not None else 0
-        self.text = build_text_path(m, bundle, class_names) if with_text else None
-        self.backbone = Text4Point3D(m, d, expand=cfg.loss.aux)
-        self.head = SegHead(m.dec_planes[-1], len(class_names))
+        self.backend, self.text, self.backbone = build_finetune_3d(cfg, bundle, class_names, "Text4PointSeg")
+        self.head = SegHead(cfg.model.dec_planes[-1], len(class_names))
 
     def forward(self, batch) -> SegOutput:
         text = self.text() if self.text is not None else None  # (K', d)

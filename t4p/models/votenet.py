@@ -272,8 +272,7 @@ class VoteNetDetector(nn.Module):
 
     def __init__(self, cfg: Config, bundle, class_names: list[str], mean_sizes: torch.Tensor) -> None:
         super().__init__()
-        from t4p.models.text4point import Text4Point3D, build_text_path, needs_text
-        from t4p.sparse import make_backend
+        from t4p.models.text4point import build_finetune_3d
 
         m, ft = cfg.model, cfg.finetune
         if mean_sizes.shape != (len(class_names), 3):
@@ -281,13 +280,7 @@ class VoteNetDetector(nn.Module):
                 f"VoteNetDetector: mean_sizes must be ({len(class_names)}, 3), got {tuple(mean_sizes.shape)}"
             )
         self.cfg = cfg
-        self.backend = make_backend(m.sparse_backend)
-        with_text = needs_text(cfg)
-        if with_text and bundle is None:
-            raise ValueError("VoteNetDetector: model.tqm or loss.aux needs text embeddings; no CLIP bundle given")
-        d = bundle.embed_dim if bundle is not None else 0
-        self.text = build_text_path(m, bundle, class_names) if with_text else None
-        self.backbone = Text4Point3D(m, d, expand=cfg.loss.aux)
+        self.backend, self.text, self.backbone = build_finetune_3d(cfg, bundle, class_names, "VoteNetDetector")
         self.num_heading_bins = ft.num_heading_bins if ft.oriented_boxes else 1  # ScanNet: axis-aligned
         c = m.dec_planes[-1]
         self.seed_proj = nn.Identity() if c == ft.det_mlp_width else nn.Linear(c, ft.det_mlp_width)
