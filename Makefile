@@ -10,11 +10,13 @@ demo: setup
 test: setup
 	@scripts/run_tests.sh
 
+# Each benchmark prints one JSON object; results go to bench-results/ as well.
 bench: setup
-	@for b in bench/*.py; do echo "== $$b"; .venv/bin/python $$b --quick || exit 1; done
+	@mkdir -p bench-results
+	@for b in bench/*.py; do echo "== $$b"; .venv/bin/python $$b | tee bench-results/$$(basename $$b .py).json || exit 1; done
 
 lint: setup
 	.venv/bin/ruff check t4p sweeps bench scripts tests
 
 clean:
-	rm -rf runs mlruns ray_results t4p_stages .pytest_cache
+	rm -rf runs mlruns ray_results t4p_stages .pytest_cache bench-results
