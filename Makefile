@@ -13,7 +13,7 @@ test: setup
 # Each benchmark prints one JSON object; results go to bench-results/ as well.
 bench: setup
 	@mkdir -p bench-results
-	@for b in bench/*.py; do echo "== $$b"; .venv/bin/python $$b | tee bench-results/$$(basename $$b .py).json || exit 1; done
+	@for b in bench/*.py; do echo "== $$b"; out=bench-results/$$(basename $$b .py).json; .venv/bin/python $$b > $$out || exit 1; cat $$out; done
 
 lint: setup
 	.venv/bin/ruff check t4p sweeps bench scripts tests
