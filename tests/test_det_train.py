@@ -41,7 +41,7 @@ def test_one_step_reaches_every_head(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.xfail(
-    strict=False,
+    run=False,  # it cannot pass yet and costs ~6 min of CI; run it by hand with --runxfail
     reason="not reached yet: 300 steps (~140 s CPU) end at mAP@0.25 ~0.01 (votes still ~0.8 m L1 from the centres); "
     "the detector needs a longer run or a stronger smoke backbone (issue 11, open)",
 )
