@@ -15,6 +15,7 @@ Prints one JSON object:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -144,16 +145,24 @@ def main() -> int:
     torch.set_num_threads(1)
     root = Path(tempfile.mkdtemp(prefix="t4p-bench-"))
     result = {"machine": {"cpus": os.cpu_count(), "cuda": torch.cuda.is_available()}, "planner": planner_figures()}
-    try:
-        result["sequential"] = sequential(args, root)
-        result["clip_feature_cache"] = clip_cache(args, root)
-        if not args.skip_ray:
-            result["ray"] = with_ray(args, root, result["sequential"])
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    # Training logs go to stderr so that stdout is exactly one JSON object.
+    with contextlib.redirect_stdout(sys.stderr):
+        result.update(run_measurements(args, root))
     json.dump(result, sys.stdout, indent=2, default=str)
     print()
     return 0
+
+
+def run_measurements(args, root: Path) -> dict:
+    out = {}
+    try:
+        out["sequential"] = sequential(args, root)
+        out["clip_feature_cache"] = clip_cache(args, root)
+        if not args.skip_ray:
+            out["ray"] = with_ray(args, root, out["sequential"])
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return out
 
 
 if __name__ == "__main__":
