@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import json
 import types
@@ -221,8 +222,9 @@ def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+@functools.cache
 def _leaf_types(cls: type = Config, prefix: str = "") -> dict[str, Any]:
-    """Dotted key -> annotated type, for every leaf setting."""
+    """Dotted key -> annotated type, for every leaf setting (computed once: the schema is static; read-only)."""
     out: dict[str, Any] = {}
     for name, tp in _field_types(cls).items():
         key = f"{prefix}{name}"
