@@ -26,16 +26,22 @@ def main(argv: list[str] | None = None) -> int:
                              "model.n_ctx=choice:4,8,16 (default: lr, weight decay, aux tau, n_ctx, TQM alpha/beta)")
     parser.add_argument("--metric", default="val_miou", help="validation metric to optimise (default val_miou)")
     parser.add_argument("--mode", default="max", choices=["max", "min"])
+    parser.add_argument("--start", action="append", default=[], metavar="KEY=V,KEY=V",
+                        help="a point to evaluate first (all searched keys), e.g. the paper's values; repeatable")
     parser.add_argument("--no-test", action="store_true", help="skip the final test-split evaluation")
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     cfg, _ = build_configs(args)
 
-    from t4p.sweep.search import default_space, parse_domain, run_search  # imports Ray: after --help
+    from t4p.sweep.search import default_space, parse_domain, parse_start, run_search  # imports Ray: after --help
 
-    space = dict(parse_domain(p) for p in args.param) if args.param else default_space()
+    try:
+        space = dict(parse_domain(p) for p in args.param) if args.param else default_space()
+        starts = [parse_start(item, space) for item in args.start]
+    except ValueError as err:
+        parser.error(str(err))  # usage + the message naming the bad item, exit 2, nothing written
     out = run_search(cfg, space, metric=args.metric, mode=args.mode, num_cpus=args.num_cpus,
-                     evaluate_test=not args.no_test, step_time_s=args.step_time)
+                     evaluate_test=not args.no_test, step_time_s=args.step_time, start_points=starts)
     print(json.dumps(out, indent=2, default=str))
     if out.get("tracking_uri"):
         print(f"open the runs: mlflow ui --backend-store-uri {out['tracking_uri']} --host 127.0.0.1")

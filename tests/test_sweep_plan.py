@@ -110,3 +110,18 @@ def test_search_domains_are_typed_by_the_config():
         parse_domain("optim.lrr=log:1:2")
     with pytest.raises(ValueError, match="model.n_ctx"):
         parse_domain("model.n_ctx=choice:a,b")
+
+
+def test_start_points_are_typed_and_cover_the_space():
+    from t4p.sweep.search import parse_domain, parse_start
+
+    space = dict([parse_domain("optim.lr=log:1e-4:0.5"), parse_domain("model.n_ctx=choice:4,8")])
+    assert parse_start("optim.lr=0.05, model.n_ctx=8", space) == {"optim.lr": 0.05, "model.n_ctx": 8}
+    with pytest.raises(ValueError, match="missing model.n_ctx"):
+        parse_start("optim.lr=0.05", space)
+    with pytest.raises(ValueError, match="'optim.weight_decay' is not a searched key"):
+        parse_start("optim.lr=0.05,model.n_ctx=8,optim.weight_decay=0", space)
+    with pytest.raises(ValueError, match="model.n_ctx"):
+        parse_start("optim.lr=0.05,model.n_ctx=eight", space)
+    with pytest.raises(ValueError, match="not KEY=VALUE"):
+        parse_start("optim.lr", space)

@@ -123,8 +123,11 @@ def test_optuna_search_with_asha(tmp_path):
         sys.executable, str(REPO / "sweeps" / "search.py"), "--recipe", "smoke_semseg", "--experiment", "search",
         "--trials", "4", "--max-concurrent", "2", "--workers-per-trial", "1", "--cpus-per-worker", "1",
         "--num-cpus", "2", "--no-test",
-        # the reported lr is monotone in the sampled lr: ASHA's decisions are predictable
+        # The reported lr is monotone in the trial's lr, and the first three trials come in descending
+        # lr: the third starts only after one of the first two has recorded rung 2 with a higher lr, so
+        # ASHA (reduction 2) must stop it there, whatever order the two concurrent trials report in.
         "--metric", "lr", "--param", "optim.lr=log:1e-4:0.5",
+        "--start", "optim.lr=0.5", "--start", "optim.lr=0.05", "--start", "optim.lr=0.0005",
         "train.max_steps=6", "train.eval_every=2", "train.checkpoint_every=2", "train.num_threads=1",
     ]
     out = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=1200)
@@ -134,7 +137,9 @@ def test_optuna_search_with_asha(tmp_path):
     parent = next(r for r in runs if r.data.tags.get("stage") == "sweep")
     trials = [r for r in runs if r.data.tags.get("stage") == "finetune"]
     assert len(trials) == 4
-    assert any(r.data.tags.get("early_stopped") == "true" for r in trials), "ASHA stopped no trial"
+    third = next(r for r in trials if abs(float(r.data.params["optim.lr"]) - 0.0005) < 1e-12)
+    assert third.data.tags.get("early_stopped") == "true", "ASHA did not stop the third (lowest-lr) start point"
+    assert third.data.tags.get("stopped_at_step") == "2"
     assert all(r.info.status == "FINISHED" for r in runs)
     assert all(r.data.params["finetune.eval_split"] == "val" for r in trials)  # never the test area
     best = max(trials, key=lambda r: float(r.data.params["optim.lr"]))

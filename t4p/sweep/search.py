@@ -82,6 +82,26 @@ def parse_domain(item: str):
     raise ValueError(f"--param {item!r}: expected KEY=log:LO:HI, uniform:LO:HI, int:LO:HI or choice:A,B")
 
 
+def parse_start(item: str, space: dict) -> dict:
+    """``KEY=V,KEY=V`` -> one typed point for Optuna to evaluate first; every key must be searched."""
+    point, probe = {}, Config()
+    for pair in (p.strip() for p in item.split(",") if p.strip()):
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--start {item!r}: {pair!r} is not KEY=VALUE")
+        if key not in space:
+            raise ValueError(f"--start {item!r}: {key!r} is not a searched key (searched: {', '.join(sorted(space))})")
+        try:
+            set_value(probe, key, value)
+        except ValueError as err:
+            raise ValueError(f"--start {item!r}: {err}") from None
+        point[key] = eval_key(probe, key)
+    missing = sorted(set(space) - set(point))
+    if missing:
+        raise ValueError(f"--start {item!r}: give a value for every searched key; missing {', '.join(missing)}")
+    return point
+
+
 def eval_key(cfg: Config, key: str):
     obj = cfg
     for part in key.split("."):
@@ -97,8 +117,12 @@ def _study_storage(cfg: Config) -> str:
 
 def run_search(cfg: Config, space: dict | None = None, *, metric: str = DEFAULT_METRIC, mode: str = "max",
                num_cpus: int | None = None, loop_fn=None, evaluate_test: bool = True,
-               step_time_s: float = 0.5, fit_overhead_s: float = 20.0) -> dict:
-    """Optuna + ASHA over ``space`` (dotted keys); returns best config, metric and the test result."""
+               step_time_s: float = 0.5, fit_overhead_s: float = 20.0, start_points: list[dict] = ()) -> dict:
+    """Optuna + ASHA over ``space`` (dotted keys); returns best config, metric and the test result.
+
+    ``start_points`` are evaluated first, in order (e.g. the paper's values); Optuna's TPE sampler is
+    seeded with ``train.seed`` so that a search is reproducible up to trial completion order.
+    """
     cfg = resolve_paths(cfg)
     cfg = share_data_caches(cfg, cfg.sweep.storage_path)
     space = space or default_space()
@@ -136,8 +160,8 @@ def run_search(cfg: Config, space: dict | None = None, *, metric: str = DEFAULT_
 
     warm_data(cfg)
     init_ray(num_cpus)
-    searcher = OptunaSearch(metric=metric, mode=mode, study_name=f"t4p-{sweep_id}",
-                            storage=RDBStorage(_study_storage(cfg)))
+    searcher = OptunaSearch(metric=metric, mode=mode, study_name=f"t4p-{sweep_id}", seed=cfg.train.seed,
+                            points_to_evaluate=list(start_points) or None, storage=RDBStorage(_study_storage(cfg)))
     grace = max(cfg.sweep.asha_grace_steps, cfg.train.eval_every)
     # max_t one past the last step: a trial that reaches the end finishes itself (and its MLflow run)
     # instead of being stopped by ASHA at its final report.
