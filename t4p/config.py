@@ -140,6 +140,9 @@ class TrainConfig:
     num_threads: int = 0  # torch intra-op threads; 0 = torch default
     out_dir: str = "runs"
     fail_at_step: int = -1  # fault injection for tests: raise once at this step
+    # fault injection for tests: the rank-0 worker process SIGKILLs itself once at this step (a run
+    # resumed from a checkpoint does not; so put it after the first checkpoint); off by default
+    kill_at_step: int = -1
 
 
 @dataclass

@@ -34,6 +34,7 @@ _VOLATILE = {
     "train.out_dir": "runs",
     "train.num_threads": 0,
     "train.fail_at_step": -1,
+    "train.kill_at_step": -1,
     "train.log_every": 50,
     "train.seed": 0,  # the seed is part of the key, written out
     "data.prepared_dir": "",

@@ -19,7 +19,9 @@ import contextlib
 import json
 import logging
 import math
+import os
 import random
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -333,7 +335,8 @@ def run(cfg: Config, ctx=None) -> dict:
     model.train()
 
     hashes = {"config_hash": config_hash(cfg), **{k: v for k, v in transfer.items() if k == "init_config_hash"}}
-    metrics: dict = {"step": start_step, "epoch": _epoch(start_step, cfg, len(train_ds)), **hashes}
+    info = {**hashes, "resumed_from_step": start_step}  # where this process started: 0 unless it resumed
+    metrics: dict = {"step": start_step, "epoch": _epoch(start_step, cfg, len(train_ds)), **info}
     ckpt_dir = out_dir / "checkpoint"
     it = iter(loader)
     if resume_rng is not None:
@@ -342,8 +345,7 @@ def run(cfg: Config, ctx=None) -> dict:
     progress = _progress(ctx, start_step, cfg.train.max_steps, task)
     last_time = time.perf_counter()
     for step in range(start_step, cfg.train.max_steps):
-        if step == cfg.train.fail_at_step and not ctx.resume_dir:
-            raise RuntimeError(f"train.fail_at_step={step}: injected failure (a resumed run does not fail again)")
+        _inject_fault(cfg, step, ctx)
         terms = _train_step(model, core, it, optimizer, scheduler, scaler, cfg, step, ctx, device, terms_fn)
         state.step = step + 1
         loss = sum(terms.values())
@@ -368,7 +370,7 @@ def run(cfg: Config, ctx=None) -> dict:
         do_eval = state.step % cfg.train.eval_every == 0 or done
         do_ckpt = state.step % cfg.train.checkpoint_every == 0 or done
         if do_eval or do_ckpt:
-            metrics = _metrics(state, cfg, len(train_ds), optimizer, hashes)
+            metrics = _metrics(state, cfg, len(train_ds), optimizer, info)
             if do_eval and eval_loader is not None:
                 metrics.update(_evaluate(task, core, eval_loader, cfg, device, class_names))
             reported_dir = None
@@ -379,11 +381,22 @@ def run(cfg: Config, ctx=None) -> dict:
             ctx.report(_numeric(metrics), reported_dir)
     progress.close()
     if start_step >= cfg.train.max_steps:
-        metrics = _metrics(state, cfg, len(train_ds), optimizer, hashes)
+        metrics = _metrics(state, cfg, len(train_ds), optimizer, info)
     if ctx.rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     return metrics
+
+
+def _inject_fault(cfg: Config, step: int, ctx) -> None:
+    """Fault injection for tests, once: only in a run that did not resume from a checkpoint."""
+    if ctx.resume_dir:
+        return
+    if step == cfg.train.fail_at_step:
+        raise RuntimeError(f"train.fail_at_step={step}: injected failure (a resumed run does not fail again)")
+    if step == cfg.train.kill_at_step and ctx.rank == 0:
+        log.warning("train.kill_at_step=%d: rank 0 (pid %d) SIGKILLs itself", step, os.getpid())
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _train_step(model, core, it, optimizer, scheduler, scaler, cfg, step, ctx, device, terms_fn) -> dict:
