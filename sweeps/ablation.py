@@ -8,6 +8,8 @@ with a paper-style report.
     ray job submit -- python sweeps/ablation.py                    # on a running cluster
     python sweeps/ablation.py --dry-run                            # the plan and an estimate
     python sweeps/ablation.py --resume                             # continue an interrupted sweep
+    python sweeps/ablation.py --task insseg                        # the grid on S3DIS instance segmentation
+    python sweeps/ablation.py --task det-sunrgbd                   # ... on VoteNet detection (or det-scannet)
     python sweeps/ablation.py --demo                               # tiny synthetic grid (make demo)
 """
 
@@ -17,6 +19,7 @@ import argparse
 import sys
 
 from t4p.sweep.cli import add_common_args, build_configs, setup_logging
+from t4p.sweep.tasks import task_spec
 
 # The demo: all 7 rows x 2 seeds on synthetic scenes with the tiny random CLIP, sized so the
 # 14 fine-tunings + 6 pre-trainings finish in minutes on 2 cores (few steps: each fit's fixed
@@ -37,15 +40,21 @@ DEMO_PRETRAIN = ["train.max_steps=6", "train.eval_every=6", "train.checkpoint_ev
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(parser, recipe="s3dis_semseg", pretrain_recipe="pretrain_scannet")
+    add_common_args(parser, pretrain_recipe="pretrain_scannet")
     parser.add_argument("--demo", action="store_true",
-                        help="smoke_semseg + smoke_pretrain, all rows, seeds 0,1, local Ray, sqlite MLflow")
+                        help="the task's smoke recipe + smoke_pretrain, all rows, seeds 0,1, local Ray, sqlite MLflow")
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
+    extra = []
     if args.demo:
-        args.recipe, args.pretrain_recipe = "smoke_semseg", "smoke_pretrain"
+        spec = task_spec(args.task or "semseg")
+        args.recipe, args.pretrain_recipe = spec.demo_recipe, "smoke_pretrain"
         args.overrides = [*[f"pretrain.{o}" for o in DEMO_PRETRAIN], *args.overrides]
-    ft, pt = build_configs(args, DEMO_FINETUNE if args.demo else [])
+        extra = [*spec.demo_overrides, *DEMO_FINETUNE]
+    try:
+        ft, pt = build_configs(args, extra)
+    except ValueError as err:  # ConfigError too: the message names the key
+        parser.error(str(err))
 
     from t4p.sweep.driver import run_ablation, summary_json  # imports Ray: after --help
 

@@ -16,6 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiment", required=True, help="MLflow experiment name")
     parser.add_argument("--sweep-id", default="", help="sweep id (default: the latest ablation sweep)")
     parser.add_argument("--tracking-uri", default="", help="default $MLFLOW_TRACKING_URI or ./mlruns/mlflow.db")
+    parser.add_argument("--task", default="", help="semseg, insseg, det-sunrgbd, det-scannet (default: the sweep's)")
     parser.add_argument("--out", default="", help="output folder (default reports/<sweep id>)")
     args = parser.parse_args(argv)
 
@@ -35,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     parent = parents[-1]
     sweep_id = parent.data.tags.get("sweep_id", parent.info.run_id)
-    path = write_report(tracker, parent.info.run_id, Path(args.out or Path("reports") / sweep_id))
+    task = args.task or parent.data.tags.get("sweep_task") or parent.data.params.get("sweep.task", "semseg")
+    path = write_report(tracker, parent.info.run_id, Path(args.out or Path("reports") / sweep_id), task)
     print(f"report: {path.resolve()}")
     return 0
 

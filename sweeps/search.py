@@ -5,6 +5,7 @@ the test area); the best config is then trained and evaluated once on the test s
 
     python sweeps/search.py --trials 16 --max-concurrent 2
     python sweeps/search.py --param optim.lr=log:1e-3:0.3 --param model.n_ctx=choice:4,8,16
+    python sweeps/search.py --task insseg               # instance segmentation, optimises val_map50
     python sweeps/search.py --resume                   # continue an interrupted search
     ray job submit -- python sweeps/search.py          # on a running cluster
 """
@@ -16,22 +17,28 @@ import json
 import sys
 
 from t4p.sweep.cli import add_common_args, build_configs, setup_logging
+from t4p.sweep.tasks import task_spec
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(parser, recipe="s3dis_semseg", pretrain_recipe=None)
+    add_common_args(parser, pretrain_recipe=None)
     parser.add_argument("--param", action="append", default=[], metavar="KEY=DOMAIN",
                         help="search domain, e.g. optim.lr=log:1e-3:0.3, loss.aux_tau=uniform:0.03:0.2, "
                              "model.n_ctx=choice:4,8,16 (default: lr, weight decay, aux tau, n_ctx, TQM alpha/beta)")
-    parser.add_argument("--metric", default="val_miou", help="validation metric to optimise (default val_miou)")
+    parser.add_argument("--metric", default=None,
+                        help="validation metric to optimise (default: the task's: val_miou, val_map50, val_map@0.5)")
     parser.add_argument("--mode", default="max", choices=["max", "min"])
     parser.add_argument("--start", action="append", default=[], metavar="KEY=V,KEY=V",
                         help="a point to evaluate first (all searched keys), e.g. the paper's values; repeatable")
     parser.add_argument("--no-test", action="store_true", help="skip the final test-split evaluation")
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
-    cfg, _ = build_configs(args)
+    try:
+        cfg, _ = build_configs(args)
+    except ValueError as err:  # ConfigError too: the message names the key
+        parser.error(str(err))
+    metric = args.metric or task_spec(cfg.sweep.task).search_metric
 
     from t4p.sweep.search import default_space, parse_domain, parse_start, run_search  # imports Ray: after --help
 
@@ -40,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         starts = [parse_start(item, space) for item in args.start]
     except ValueError as err:
         parser.error(str(err))  # usage + the message naming the bad item, exit 2, nothing written
-    out = run_search(cfg, space, metric=args.metric, mode=args.mode, num_cpus=args.num_cpus,
+    out = run_search(cfg, space, metric=metric, mode=args.mode, num_cpus=args.num_cpus,
                      evaluate_test=not args.no_test, step_time_s=args.step_time, start_points=starts)
     print(json.dumps(out, indent=2, default=str))
     if out.get("tracking_uri"):

@@ -59,6 +59,7 @@ def s3dis_insseg() -> Config:
     """Table 2: S3DIS Area 5 instance segmentation, same recipe as semantic segmentation."""
     cfg = s3dis_semseg()
     cfg.train.task = "insseg"
+    cfg.sweep.task = "insseg"
     return validate(cfg)
 
 
@@ -71,6 +72,7 @@ def votenet_sunrgbd() -> Config:
     cfg.data.num_points = 20000
     cfg.data.label_version = "v1"
     cfg.train.task = "det"
+    cfg.sweep.task = "det-sunrgbd"
     cfg.train.batch_size = 64
     cfg.train.max_steps = 180 * 5285 // 64  # 180 epochs over the 5285 training scenes
     cfg.optim.lr = 0.001
@@ -89,6 +91,7 @@ def votenet_scannet() -> Config:
     cfg = votenet_sunrgbd()
     cfg.data.dataset = "scannet-votenet"
     cfg.data.classes = "scannet18"
+    cfg.sweep.task = "det-scannet"
     cfg.data.num_points = 40000
     cfg.train.batch_size = 32
     steps_per_epoch = 1201 // 32 + 1  # 1201 training scans

@@ -43,3 +43,52 @@ def test_report_matches_runs(tmp_path):
     assert (tmp_path / "rep" / "report.png").stat().st_size > 1000
     logged = {a.path for a in tracker.client.list_artifacts(parent, "report")}
     assert logged == {"report/report.md", "report/report.csv", "report/report.png"}
+
+
+def _sweep_with(tracker, per_run: dict[str, list[dict[str, float]]]) -> str:
+    """A parent run with one FINISHED child per (row, seed) logging the given final metrics."""
+    parent = tracker.open_run("sweep", {"sweep_id": "s", "stage": "sweep"})
+    for row, seeds in per_run.items():
+        for seed, metrics in enumerate(seeds):
+            run = tracker.open_run(f"{row}-s{seed}", {"sweep_id": "s", "trial": f"{row}-s{seed}"}, parent)
+            tracker.set_tags(run, {"stage": "finetune", "row": row, "seed": seed})
+            tracker.log_metrics(run, metrics, 4)
+            tracker.finish(run)
+    return parent
+
+
+def test_insseg_report_has_table2_columns(tmp_path):
+    tracker = Tracker(default_uri(tmp_path), "insseg-report")
+    ins = lambda ap50, ap, prec, rec: {"final/test_map50": ap50, "final/test_map": ap, "final/test_mprec": prec,
+                                       "final/test_mrec": rec, "final/test_map25": 0.9}
+    parent = _sweep_with(tracker, {"T5-1": [ins(0.30, 0.10, 0.5, 0.6), ins(0.34, 0.12, 0.7, 0.6)],
+                                   "T5-5": [ins(0.41, 0.20, 0.6, 0.7)]})
+    md = write_report(tracker, parent, tmp_path / "rep", "insseg")
+    assert "instance segmentation (paper: Table 2)" in md.read_text().splitlines()[0]
+    rows = {r["row"]: r for r in csv.DictReader((tmp_path / "rep" / "report.csv").open())}
+    assert rows["T5-1"]["mAP@0.5 (ours)"] == "32.0 ± 2.8"  # (30 + 34) / 2, sqrt(8)
+    assert rows["T5-1"]["mPrec (ours)"] == "60.0 ± 14.1"  # (50 + 70) / 2, sqrt(200)
+    assert rows["T5-5"]["mAP (ours)"] == "20.0 ± 0.0"  # one seed: std 0
+    # Table 2: Text4Point 47.3 / 62.7 / 63.9 / 68.2, SR-UNet 59.3 mAP@0.5 only
+    assert rows["T5-5"]["mAP (paper)"] == "47.3" and rows["T5-5"]["mAP@0.5 (paper)"] == "62.7"
+    assert rows["T5-5"]["mPrec (paper)"] == "63.9" and rows["T5-5"]["mRec (paper)"] == "68.2"
+    assert rows["T5-1"]["mAP@0.5 (paper)"] == "59.3" and rows["T5-1"]["mAP (paper)"] == "n/a"
+    assert rows["T5-5"]["ΔmAP@0.5 vs prev (paper)"] == "+3.4"  # 62.7 - 59.3
+    assert rows["T5-5"]["ΔmAP@0.5 vs prev (ours)"] == "+9.0"  # 41 - 32
+
+
+def test_det_report_has_per_class_table(tmp_path):
+    tracker = Tracker(default_uri(tmp_path), "det-report")
+    # MLflow stores the loop's "test_map@0.5" and "test_ap@0.5/<class>" with "@" replaced by "_"
+    det = lambda m25, m50, bed: {"final/test_map_0.25": m25, "final/test_map_0.5": m50, "final/test_ap_0.5/bed": bed}
+    parent = _sweep_with(tracker, {"T5-1": [det(0.5, 0.2, 0.1), det(0.7, 0.4, 0.3)], "T5-5": [det(0.6, 0.3, 0.5)]})
+    md = write_report(tracker, parent, tmp_path / "rep", "det-sunrgbd")
+    text = md.read_text()
+    rows = {r["row"]: r for r in csv.DictReader((tmp_path / "rep" / "report.csv").open())}
+    assert rows["T5-1"]["mAP@0.5 (ours)"] == "30.0 ± 14.1" and rows["T5-1"]["mAP@0.25 (ours)"] == "60.0 ± 14.1"
+    assert rows["T5-1"]["mAP@0.5 (paper)"] == "31.7" and rows["T5-5"]["mAP@0.5 (paper)"] == "37.0"  # Table 7
+    assert rows["T5-1"]["mAP@0.25 (paper)"] == "n/a"
+    per_class = [line for line in text.splitlines() if line.startswith("| T5-1 (ours)")]
+    # bed mean (10 + 30) / 2 = 20.0; the 9 other classes were not reported: "-"; mAP@0.5 mean 30.0
+    assert per_class == ["| T5-1 (ours) | 20.0 | " + "- | " * 9 + "30.0 |"]
+    assert "| VoteNet+Text4Point* (paper) | 52.7 | 20.2 |" in text

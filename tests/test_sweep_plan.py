@@ -125,3 +125,40 @@ def test_start_points_are_typed_and_cover_the_space():
         parse_start("optim.lr=0.05,model.n_ctx=eight", space)
     with pytest.raises(ValueError, match="not KEY=VALUE"):
         parse_start("optim.lr", space)
+
+
+@pytest.mark.parametrize("task, recipe, classes, train_task", [
+    ("semseg", "s3dis_semseg", "s3dis13", "semseg"),
+    ("insseg", "s3dis_insseg", "s3dis13", "insseg"),
+    ("det-sunrgbd", "votenet_sunrgbd", "sunrgbd10", "det"),
+    ("det-scannet", "votenet_scannet", "scannet18", "det"),
+])
+def test_task_flag_picks_the_recipe_and_the_grid_applies(tmp_path, task, recipe, classes, train_task):
+    import argparse
+
+    from t4p.sweep.cli import add_common_args, build_configs
+
+    parser = argparse.ArgumentParser()
+    add_common_args(parser, pretrain_recipe="pretrain_scannet")
+    ft, pt = build_configs(parser.parse_args(["--task", task, "--rows", "T5-1,T5-5", "--seeds", "0"]))
+    assert (ft.sweep.task, ft.train.task, ft.data.classes) == (task, train_task, classes)
+    assert ft.train.max_steps == get_recipe(recipe).train.max_steps
+    plan = plan_ablation(ft, pt, StageStore(tmp_path / "stages"))
+    assert [(t.row, t.cfg.model.tqm, t.cfg.model.prompt_learning, t.cfg.train.task) for t in plan.trials] == [
+        ("T5-1", False, False, train_task), ("T5-5", True, True, train_task)]
+    # the pre-training does not depend on the downstream task: one stage, shared across tasks
+    semseg_plan = plan_ablation(*_configs("T5-5", "0"), StageStore(tmp_path / "stages"))
+    assert list(plan.stages) == list(semseg_plan.stages)
+
+
+def test_task_and_recipe_must_agree():
+    completed = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve().parents[1] / "sweeps" / "ablation.py"),
+         "--task", "insseg", "--recipe", "smoke_semseg", "--dry-run"], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 2
+    assert "sweep.task=insseg needs a recipe with train.task=insseg" in completed.stderr
+    assert "this one has train.task=semseg" in completed.stderr
+    from t4p.sweep.tasks import check_task
+
+    with pytest.raises(ValueError, match="sweep.task=det-scannet needs data.classes=scannet18; got sunrgbd10"):
+        check_task(get_recipe("votenet_sunrgbd", ["sweep.task=det-scannet"]))

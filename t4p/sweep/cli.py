@@ -13,9 +13,11 @@ import os
 
 from t4p.config import Config, to_flat_dict
 from t4p.recipes import get_recipe
+from t4p.sweep.tasks import TASKS, check_task, task_spec
 
 # flag -> (config key, help)
 SWEEP_FLAGS = {
+    "--task": ("sweep.task", f"what the trials fine-tune: {', '.join(TASKS)} (picks the recipe; default semseg)"),
     "--experiment": ("sweep.experiment", "MLflow experiment and Tune experiment prefix"),
     "--rows": ("sweep.rows", "comma-separated ablation rows (T5-1..T5-5, T6, C)"),
     "--seeds": ("sweep.seeds", "comma-separated seeds"),
@@ -31,8 +33,9 @@ SWEEP_FLAGS = {
 }
 
 
-def add_common_args(parser: argparse.ArgumentParser, recipe: str, pretrain_recipe: str | None) -> None:
-    parser.add_argument("--recipe", default=recipe, help=f"fine-tuning recipe (default {recipe})")
+def add_common_args(parser: argparse.ArgumentParser, pretrain_recipe: str | None) -> None:
+    recipes = ", ".join(f"{name}: {spec.recipe}" for name, spec in TASKS.items())
+    parser.add_argument("--recipe", default=None, help=f"fine-tuning recipe (default: the --task's; {recipes})")
     if pretrain_recipe:
         parser.add_argument("--pretrain-recipe", default=pretrain_recipe,
                             help=f"pre-training recipe (default {pretrain_recipe})")
@@ -71,7 +74,9 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
 def build_configs(args: argparse.Namespace, extra: list[str] = ()) -> tuple[Config, Config | None]:
     """Fine-tuning config (recipe + extra + flags + overrides) and pre-training config (or None)."""
     ft_over, pt_over = split_overrides(args.overrides)
-    ft = get_recipe(args.recipe, [*extra, *ft_over, *flag_overrides(args)])
+    recipe = args.recipe or task_spec(args.task or "semseg").recipe
+    ft = get_recipe(recipe, [*extra, *ft_over, *flag_overrides(args)])
+    check_task(ft)
     pt = None
     if getattr(args, "pretrain_recipe", None):
         shared = [f"{k}={_text(v)}" for k, v in to_flat_dict(ft).items() if k.startswith(("sweep.", "tracking."))]

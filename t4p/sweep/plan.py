@@ -109,7 +109,8 @@ def estimate_hours(plan: Plan, step_time_s: float, fit_overhead_s: float = 20.0)
 
 def describe(plan: Plan, step_time_s: float, fit_overhead_s: float = 20.0) -> str:
     """The ``--dry-run`` text."""
-    lines = [f"fine-tuning trials: {len(plan.trials)}"]
+    task = plan.trials[0].cfg.sweep.task if plan.trials else "-"
+    lines = [f"fine-tuning trials: {len(plan.trials)} (task {task})"]
     for t in plan.trials:
         lines.append(f"  {t.row:5s} seed {t.seed}  steps {t.cfg.train.max_steps:6d}  pretrain {t.stage or '-'}")
     lines.append(f"distinct pre-trainings: {len(plan.stages)} ({len(plan.stages_to_run)} to run)")

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from t4p.sweep.tasks import TaskSpec, task_spec
 from t4p.train.ablation_rows import ABLATION_ROWS
+from t4p.train.det_metrics import SHORT_NAMES
 
 NOT_COMPARABLE = "synthetic data / random CLIP weights — not comparable to the paper"
 
@@ -24,40 +26,36 @@ NOT_COMPARABLE = "synthetic data / random CLIP weights — not comparable to the
 @dataclass
 class RowResult:
     row: str
-    miou: list[float]  # per seed, percent
-    macc: list[float]
     seeds: list[int]
+    values: dict[str, list[float]]  # metric label -> per seed, percent
+    per_class: dict[str, list[float]] = field(default_factory=dict)  # det: class -> AP@0.5 per seed, percent
 
-    @staticmethod
-    def _mean_std(values: list[float]) -> tuple[float, float]:
+    def stats(self, label: str) -> tuple[float, float]:
+        """Mean and sample std over seeds (std 0 for one seed; NaN when no seed reported it)."""
+        values = self.values.get(label, [])
         if not values:
             return math.nan, math.nan
         arr = np.asarray(values, dtype=np.float64)
         return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
 
-    @property
-    def miou_stats(self) -> tuple[float, float]:
-        return self._mean_std(self.miou)
 
-    @property
-    def macc_stats(self) -> tuple[float, float]:
-        return self._mean_std(self.macc)
+_SPLITS = ("test", "val", "train")  # the split a fine-tuning run evaluated on (finetune.eval_split)
 
 
-def final_metric(metrics: dict[str, float], name: str) -> float | None:
-    """The run's final ``name`` (``miou``/``macc``): ``final/<split>_<name>``, else the last ``<split>_<name>``.
+def final_metric(metrics: dict[str, float], key: str) -> float | None:
+    """The run's final ``<split>_<key>`` in percent: ``final/<split>_<key>``, else the last ``<split>_<key>``.
 
     The fallback covers a trial resumed from its final checkpoint, whose fit had nothing left to report.
     """
-    ends = lambda k: k.lower().replace("_", "").endswith(name)
-    keys = sorted(k for k in metrics if k.startswith("final/") and ends(k))
-    keys = keys or sorted(k for k in metrics if "/" not in k and ends(k))
-    if not keys:
-        return None
-    return float(metrics[keys[0]]) * 100.0  # t4p.train.loop reports fractions; the tables use percent
+    for prefix in ("final/", ""):
+        for split in _SPLITS:
+            name = f"{prefix}{split}_{key}"
+            if name in metrics:
+                return float(metrics[name]) * 100.0  # t4p.train.loop reports fractions; the tables use percent
+    return None
 
 
-def collect(tracker, parent_run_id: str) -> tuple[list[RowResult], dict[str, str]]:
+def collect(tracker, parent_run_id: str, spec: TaskSpec) -> tuple[list[RowResult], dict[str, str]]:
     """Per-row results of one sweep's finished fine-tuning runs, and the flags for the title."""
     runs = [
         r for r in tracker.find_runs(**{"mlflow.parentRunId": parent_run_id, "stage": "finetune"})
@@ -65,15 +63,20 @@ def collect(tracker, parent_run_id: str) -> tuple[list[RowResult], dict[str, str
     ]
     by_row: dict[str, RowResult] = {}
     flags = {"synthetic": False, "random_clip": False}
+    classes = spec.per_class_table["classes"] if spec.per_class_table else ()
     for run in sorted(runs, key=lambda r: (r.data.tags.get("row", ""), int(r.data.tags.get("seed", 0) or 0))):
         tags, metrics = run.data.tags, run.data.metrics
         row = tags.get("row", "")
-        res = by_row.setdefault(row, RowResult(row, [], [], []))
+        res = by_row.setdefault(row, RowResult(row, [], {m.label: [] for m in spec.metrics}))
         res.seeds.append(int(tags.get("seed", 0) or 0))
-        for name, target in (("miou", res.miou), ("macc", res.macc)):
-            value = final_metric(metrics, name)
+        for m in spec.metrics:
+            value = final_metric(metrics, m.key)
             if value is not None:
-                target.append(value)
+                res.values[m.label].append(value)
+        for name in classes:  # the loop's "<split>_ap@0.5/<class>", sanitised by MLflow
+            value = final_metric(metrics, f"ap_0.5/{name}")
+            if value is not None:
+                res.per_class.setdefault(name, []).append(value)
         flags["synthetic"] |= tags.get("synthetic_data") == "true"
         flags["random_clip"] |= tags.get("clip_weights_real") == "false"
     order = [r for r in ABLATION_ROWS if r in by_row] + sorted(r for r in by_row if r not in ABLATION_ROWS)
@@ -103,40 +106,64 @@ def _delta(a: float, b: float) -> str:
     return "" if math.isnan(a) or math.isnan(b) else f"{a - b:+.1f}"
 
 
-def table_rows(results: list[RowResult]) -> list[dict[str, str]]:
+def _paper(spec: TaskSpec, row: str, label: str) -> float:
+    value = spec.paper.get(row, {}).get(label)
+    return math.nan if value is None else value
+
+
+def table_rows(results: list[RowResult], spec: TaskSpec) -> list[dict[str, str]]:
+    """One dict per row: switches, then per metric ours / paper / deltas to the row above; CSV extras last."""
     out, prev = [], None
     for res in results:
-        spec = ABLATION_ROWS.get(res.row)
-        paper_miou = spec.paper_miou if spec else math.nan
-        paper_macc = spec.paper_macc if spec else math.nan
-        (m, s), (a, sa) = res.miou_stats, res.macc_stats
         entry = {"row": res.row, **_switches(res.row), "seeds": ",".join(map(str, res.seeds))}
-        entry.update({
-            "mIoU (ours)": _fmt(m, s),
-            "mIoU (paper)": "n/a" if math.isnan(paper_miou) else f"{paper_miou:.1f}",
-            "ΔmIoU vs prev (ours)": _delta(m, prev[0]) if prev else "",
-            "ΔmIoU vs prev (paper)": _delta(paper_miou, prev[2]) if prev else "",
-            "mAcc (ours)": _fmt(a, sa),
-            "mAcc (paper)": "n/a" if math.isnan(paper_macc) else f"{paper_macc:.1f}",
-            "ΔmAcc vs prev (ours)": _delta(a, prev[1]) if prev else "",
-            "ΔmAcc vs prev (paper)": _delta(paper_macc, prev[3]) if prev else "",
-            "miou_mean": f"{m:.4f}", "miou_std": f"{s:.4f}", "macc_mean": f"{a:.4f}", "macc_std": f"{sa:.4f}",
-        })
+        raw = {}
+        for m in spec.metrics:
+            (mean, std), paper = res.stats(m.label), _paper(spec, res.row, m.label)
+            entry[f"{m.label} (ours)"] = _fmt(mean, std)
+            entry[f"{m.label} (paper)"] = "n/a" if math.isnan(paper) else f"{paper:.1f}"
+            entry[f"Δ{m.label} vs prev (ours)"] = _delta(mean, prev[m.label][0]) if prev else ""
+            entry[f"Δ{m.label} vs prev (paper)"] = _delta(paper, prev[m.label][1]) if prev else ""
+            raw[m.label] = (mean, paper)
+            entry.update({f"{m.key}_mean": f"{mean:.4f}", f"{m.key}_std": f"{std:.4f}"})
         out.append(entry)
-        prev = (m, a, paper_miou, paper_macc)
+        prev = raw
     return out
 
 
-def title(flags: dict[str, bool]) -> str:
-    base = "Text4Point ablation (Tables 5/6 + App. C layout), mean ± std over seeds"
+def per_class_markdown(results: list[RowResult], table: dict) -> list[str]:
+    """Per-class AP@0.5 in the layout of the paper's Table 7/8: the paper's methods, then our rows (means)."""
+    names = table["classes"]
+    lines = ["| Method | " + " | ".join(SHORT_NAMES.get(n, n) for n in names) + " | mAP |",
+             "|" + "---|" * (len(names) + 2)]
+    for method, values in table["rows"].items():
+        lines.append(f"| {method} (paper) | " + " | ".join(f"{v:.1f}" for v in values) + " |")
+    for res in results:
+        means = [float(np.mean(res.per_class[n])) if res.per_class.get(n) else math.nan for n in names]
+        means.append(res.stats("mAP@0.5")[0])
+        lines.append(f"| {res.row} (ours) | " + " | ".join("-" if math.isnan(v) else f"{v:.1f}" for v in means) + " |")
+    return lines
+
+
+TITLES = {
+    "semseg": "Text4Point ablation (Tables 5/6 + App. C layout), S3DIS semantic segmentation",
+    "insseg": "Text4Point ablation, S3DIS instance segmentation (paper: Table 2)",
+    "det-sunrgbd": "Text4Point ablation, VoteNet detection on SUN RGB-D (paper: Table 7)",
+    "det-scannet": "Text4Point ablation, VoteNet detection on ScanNet (paper: Table 8)",
+}
+
+
+def title(flags: dict[str, bool], spec: TaskSpec) -> str:
+    base = f"{TITLES[spec.name]}, mean ± std over seeds"
     return f"{base} — {NOT_COMPARABLE}" if flags.get("synthetic") or flags.get("random_clip") else base
 
 
-def write_markdown(path: Path, rows: list[dict[str, str]], heading: str) -> None:
+def write_markdown(path: Path, rows: list[dict[str, str]], heading: str, spec: TaskSpec,
+                   extra: list[str] = ()) -> None:
     cols = [c for c in rows[0] if not c.endswith(("_mean", "_std"))] if rows else ["row"]
     lines = [f"# {heading}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(r[c] for c in cols) + " |" for r in rows]
-    lines += ["", "Δ columns: difference to the row above. Paper numbers: Tables 5/6 and App. C (C: mIoU only)."]
+    lines += ["", f"Δ columns: difference to the row above. Paper numbers: {spec.paper_source}; n/a where the "
+              "paper has no such row or metric.", *extra]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -149,21 +176,23 @@ def write_csv(path: Path, rows: list[dict[str, str]]) -> None:
         writer.writerows(rows)
 
 
-def write_chart(path: Path, results: list[RowResult], heading: str) -> None:
+def write_chart(path: Path, results: list[RowResult], heading: str, spec: TaskSpec) -> None:
+    """Bars of the task's first metric per row (ours: mean ± std over seeds) beside the paper's."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    label = spec.metrics[0].label
     names = [r.row for r in results]
     x = np.arange(len(names))
-    ours = [r.miou_stats for r in results]
-    paper = [ABLATION_ROWS[r.row].paper_miou if r.row in ABLATION_ROWS else math.nan for r in results]
+    ours = [r.stats(label) for r in results]
+    paper = [_paper(spec, r.row, label) for r in results]
     fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(names) + 2), 4))
     ax.bar(x - 0.2, [m for m, _ in ours], 0.4, yerr=[s for _, s in ours], capsize=3, label="ours (mean ± std)")
     ax.bar(x + 0.2, paper, 0.4, label="paper")
     ax.set_xticks(x, names)
-    ax.set_ylabel("mIoU (%)")
+    ax.set_ylabel(f"{label} (%)")
     ax.set_title(heading, fontsize=8, wrap=True)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -171,17 +200,22 @@ def write_chart(path: Path, results: list[RowResult], heading: str) -> None:
     plt.close(fig)
 
 
-def write_report(tracker, parent_run_id: str, out_dir: str | Path) -> Path:
+def write_report(tracker, parent_run_id: str, out_dir: str | Path, task: str = "semseg") -> Path:
     """Write report.md/.csv/.png under ``out_dir``, log them to the parent run; returns the .md path."""
+    spec = task_spec(task)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    results, flags = collect(tracker, parent_run_id)
-    heading = title(flags)
-    rows = table_rows(results)
+    results, flags = collect(tracker, parent_run_id, spec)
+    heading = title(flags, spec)
+    rows = table_rows(results, spec)
+    extra = []
+    if spec.per_class_table:
+        extra = ["", "## Per-class AP@0.5 (layout of the paper's table; ours: mean over seeds)", "",
+                 *per_class_markdown(results, spec.per_class_table)]
     md, csv_path, png = out / "report.md", out / "report.csv", out / "report.png"
-    write_markdown(md, rows, heading)
+    write_markdown(md, rows, heading, spec, extra)
     write_csv(csv_path, rows)
-    write_chart(png, results, heading)
+    write_chart(png, results, heading, spec)
     for path in (md, csv_path, png):
         tracker.log_artifact(parent_run_id, path, "report")
     return md
