@@ -75,12 +75,15 @@ def descendants(root: int) -> set[int]:
     return found
 
 
-def command_name(pid: int) -> str:
+def cmdline(pid: int) -> str:
     try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    except (FileNotFoundError, ProcessLookupError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
         return "?"
-    return cmd[:160]
+
+
+def command_name(pid: int) -> str:
+    return cmdline(pid)[:160]
 
 
 def listening_sockets(pids: set[int]) -> list[tuple[str, int, int, str]]:
@@ -133,3 +136,12 @@ def start_group(cmd: list[str], log: Path, **kwargs) -> subprocess.Popen:
     """Start ``cmd`` in a new session (its own process group), stdout+stderr to ``log``."""
     with log.open("ab") as f:
         return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True, **kwargs)
+
+
+def pids_mentioning(text: str) -> list[int]:
+    """Processes whose command line contains ``text`` (a unique temp dir of the caller), not this one."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid() and text in cmdline(int(entry)):
+            found.append(int(entry))
+    return found
