@@ -9,18 +9,20 @@ touched). The head carries the custom ``TRAIN_DRIVER`` resource, so the Tune tri
 the Ray Train controllers, which run beside them) stay on the head, and the job driver runs there
 too (Ray Jobs' default): killing the second node takes one DDP worker of the running trial.
 
-The sweep: ``ray job submit -- <venv python> sweeps/ablation.py`` with the smoke recipe, rows T5-1
-and T5-2 (no pre-training needed), seed 0; each trial is a 2-worker DDP run with 1 CPU per worker,
-so its workers are necessarily one per node. When the first trial has reported its first
-checkpoint, the second node's processes are SIGKILLed; the node is started again a few seconds
-later. Ray Train's ``FailureConfig`` restarts the worker group from the last checkpoint once the
-node is back.
+The sweep: ``ray job submit -- <venv python> sweeps/ablation.py`` with the smoke recipe, row T5-1
+(no pre-training needed), seed 0: one trial, a 2-worker DDP run with 1 CPU per worker, so its
+workers are necessarily one per node. One trial only: it takes both CPUs of the cluster, so more
+trials would only queue behind it (~40 s each here) without exercising anything new; the restarted
+worker group runs its rank 1 on the restarted node, so the rejoined node is used. When the trial
+has reported its first checkpoint (step 2), the second node's processes are SIGKILLed; once the
+GCS has marked the node dead (health checks every 1 s, 3 misses: a ``--system-config`` of this
+test's head), the node is started again. Ray Train's ``FailureConfig`` restarts the worker group
+from the last checkpoint once the node is back.
 
-The reference: the same two trials submitted again to the same (now undisturbed) cluster. It is
-the same deterministic CPU recipe: the data order and every random draw depend on (seed, step,
-rank) only, and a 2-rank gloo all-reduce sums in the same order wherever the ranks run, so the
-final metrics must agree within 1e-6. Reusing the running cluster is cheaper than a second local
-Ray start.
+The reference: the same trial submitted again to the same (now undisturbed) cluster. It is the
+same deterministic CPU recipe: the data order and every random draw depend on (seed, step, rank)
+only, and a 2-rank gloo all-reduce sums in the same order wherever the ranks run, so the final
+metrics must agree within 1e-6. Reusing the running cluster is cheaper than a second Ray start.
 
 MLflow across the two nodes: both "nodes" share this filesystem, so one absolute ``sqlite:///`` URI
 works here (only rank 0 and the trial functions write, with retries on 'database is locked'); on
@@ -73,7 +75,8 @@ class LoopbackCluster:
                         RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.2")
 
     def _start(self, name: str, args: list[str]) -> subprocess.Popen:
-        proc = start_group([RAY, "start", "--block", *args], self.logs / f"{name}.log", env=self.env)
+        cmd = [RAY, "start", "--block", "--disable-usage-stats", *args]
+        proc = start_group(cmd, self.logs / f"{name}.log", env=self.env)
         self.procs.append(proc)
         return proc
 
@@ -83,6 +86,7 @@ class LoopbackCluster:
             '--resources={"TRAIN_DRIVER": 4}', f"--temp-dir={self.root / 'h'}", "--include-dashboard=true",
             "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dash}",
             f"--dashboard-agent-listen-port={free_port()}",
+            '--system-config={"health_check_period_ms": 1000, "health_check_failure_threshold": 3}',
         ])
         wait_for_port("127.0.0.1", self.dash, 120)
 
@@ -130,7 +134,7 @@ class LoopbackCluster:
 
 def _sweep_args(out: Path, experiment: str) -> list[str]:
     return [
-        "--recipe", "smoke_semseg", "--pretrain-recipe", "smoke_pretrain", "--rows", "T5-1,T5-2", "--seeds", "0",
+        "--recipe", "smoke_semseg", "--pretrain-recipe", "smoke_pretrain", "--rows", "T5-1", "--seeds", "0",
         "--experiment", experiment, "--workers-per-trial", "2", "--cpus-per-worker", "1", "--max-concurrent", "1",
         f"tracking.uri=sqlite:///{out / 'mlflow.db'}", f"sweep.storage_path={out / 'results'}",
         f"sweep.stage_store={out / 'stages'}", f"data.root={out.parent / 'synth'}",
@@ -192,10 +196,10 @@ def test_sweep_survives_the_loss_of_a_node(tmp_path):
         cluster.stop()
 
     runs, ref_runs = _finetune_runs(uri_d, "mn"), _finetune_runs(uri_r, "mn")
-    assert sorted(r.data.tags["trial"] for r in runs) == ["T5-1-s0", "T5-2-s0"]  # each exactly once
+    assert [r.data.tags["trial"] for r in runs] == ["T5-1-s0"]  # exactly once: reopened, not duplicated
     assert all(r.info.status == "FINISHED" for r in runs + ref_runs)
-    killed = [r for r in runs if r.data.metrics["final/resumed_from_step"] > 0]
-    assert killed, "no trial resumed from a checkpoint: the node kill did not hit a running trial"
+    resumed = runs[0].data.metrics["final/resumed_from_step"]
+    assert resumed >= 2, "the trial did not resume from a checkpoint: the kill did not hit it running"
     ref = {r.data.tags["trial"]: r.data.metrics for r in ref_runs}
     for run in runs:
         got, want = run.data.metrics, ref[run.data.tags["trial"]]
