@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -130,6 +131,7 @@ class LoopbackCluster:
             proc.wait()
         for pid in pids_mentioning(str(self.root)):  # daemons that left their group (gcs_server)
             kill_tree(pid)
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def _sweep_args(out: Path, experiment: str) -> list[str]:
