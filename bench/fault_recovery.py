@@ -18,7 +18,8 @@ the time each step's batch is fetched. Prints one JSON object; per scenario:
   resumed from, and ``work_lost`` = steps_redone / total steps; the target is
   ``steps_redone <= checkpoint_interval`` (``within_one_checkpoint_interval``);
 - ``recovery_s``: from the kill (the killed worker's pid gone, or the node removed) to the first
-  step of the restarted worker group (the last rank to fetch its first batch: DDP steps together);
+  step of the restarted worker group (the last rank to fetch its first batch: DDP steps together),
+  split into ``kill_to_loop_start_s`` (detection, new worker group) and ``loop_start_to_first_step_s``;
 - ``step_s``: the median step time before the kill, for scale.
 
     .venv/bin/python bench/fault_recovery.py                 # both scenarios, ~3 min on 2 cores
@@ -146,6 +147,7 @@ def _figures(events: list[dict], t_kill: float, args) -> dict:
             first.setdefault(e["rank"], e["t"])
     fetch0 = sorted(e["t"] for e in before if e["event"] == "fetch" and e["rank"] == 0)
     redone = last_started + 1 - resumed
+    restarted = min(e["t"] for e in after if e["event"] == "start")
     return {
         "steps_total": args.steps,
         "checkpoint_interval": args.ckpt_every,
@@ -155,6 +157,8 @@ def _figures(events: list[dict], t_kill: float, args) -> dict:
         "work_lost": redone / args.steps,
         "within_one_checkpoint_interval": redone <= args.ckpt_every,
         "recovery_s": max(first.values()) - t_kill,
+        "kill_to_loop_start_s": restarted - t_kill,  # failure detected, worker group and processes restarted
+        "loop_start_to_first_step_s": max(first.values()) - restarted,  # model, data, checkpoint load
         "step_s": statistics.median(b - a for a, b in zip(fetch0, fetch0[1:])) if len(fetch0) > 1 else None,
         "restarts": sum(e["event"] == "start" for e in after) // 2,
     }

@@ -6,7 +6,9 @@
 2. With Ray: one smoke fine-tuning trial of ``sweeps/ablation.py`` (2-worker DDP, Ray Train
    ``FailureConfig``) whose rank-0 worker SIGKILLs itself at step 5: Ray Train restarts the worker
    group from the step-4 checkpoint, not from step 0, and the trial's single MLflow child run
-   FINISHED with ``final/resumed_from_step`` = 4 and the uninterrupted run's final loss.
+   FINISHED with ``final/resumed_from_step`` = 4. (That the replayed steps equal an undisturbed
+   run's is shown by test 1 without Ray and by ``test_multinode`` with Ray: a second sweep here
+   would double this test's ~95 s.)
 """
 
 from __future__ import annotations
@@ -99,15 +101,3 @@ def test_killed_ray_train_worker_resumes_from_its_checkpoint(tmp_path):
     history = MlflowClient(uri).get_metric_history(run.info.run_id, "resumed_from_step")
     assert sorted({int(m.value) for m in history}) == [0, 4]  # the first worker group, then the restarted one
     assert "SIGKILLs itself" in out.stdout + out.stderr
-
-    # the undisturbed trial ends with the same loss: the restart replayed steps 4..5 exactly
-    ref_dir = tmp_path / "reference"
-    ref_dir.mkdir()
-    ref = subprocess.run(_ablation(), cwd=ref_dir, env=_env(), capture_output=True, text=True, timeout=900)
-    assert ref.returncode == 0, ref.stdout[-4000:] + ref.stderr[-4000:]
-    mlflow.set_tracking_uri(f"sqlite:///{ref_dir}/mlruns/mlflow.db")
-    ref_run = next(r for r in mlflow.search_runs(experiment_names=["kill"], output_format="list")
-                   if r.data.tags.get("stage") == "finetune")
-    assert ref_run.data.metrics["final/resumed_from_step"] == 0
-    for key in ("final/loss", "final/test_miou"):
-        assert abs(run.data.metrics[key] - ref_run.data.metrics[key]) <= 1e-6, key
