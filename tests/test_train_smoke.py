@@ -1,7 +1,7 @@
 """End to end on synthetic scenes, CPU, tiny CLIP and a reduced SR-UNet (same code path).
 
 Pre-training lowers the decoder-level contrastive loss L_d to <= 0.8x its start within 200 steps
-(L_e does not grow, L_e + L_d falls); fine-tuning from it reaches >= 3x chance mIoU on held-out
+(L_e to <= 0.92x, the two together to <= 0.85x); fine-tuning from it reaches >= 3x chance mIoU on held-out
 synthetic rooms (Area 5); resuming from a mid-run checkpoint ends
 with the same loss as an uninterrupted run (1e-6).
 """
@@ -35,12 +35,14 @@ def test_pretrain_then_finetune_learns(tmp_path):
         return x[:5].mean(), x[-10:].mean()
 
     (d0, d1), (e0, e1) = start_end(loss_d), start_end(loss_e)
-    # L_d (z2D vs z3D, both sides trained): the decoder-level contrastive loss must fall to <= 0.8x.
+    # L_d (z2D vs z3D, both sides trained): the decoder-level contrastive loss must fall to <= 0.8x
+    # (measured 0.71-0.72x on seeds 0).
     assert d1 <= 0.8 * d0, f"L_d {d0:.3f} -> {d1:.3f}; L_e {e0:.3f} -> {e1:.3f}"
-    # L_e pairs a frozen random-weight CLIP grid with 16x-strided voxels; merged coarse pairs repeat
-    # cells and voxels, so its floor is near its start here: it must not grow, and the sum must fall.
-    assert e1 <= 1.05 * e0, f"L_e {e0:.3f} -> {e1:.3f}"
-    assert d1 + e1 < 0.95 * (d0 + e0), f"L_e + L_d {d0 + e0:.3f} -> {d1 + e1:.3f}"
+    # L_e pairs stride-16 voxels (1.6 m here) with the frozen random CLIP's 3x4 grid: pairs sharing a cell
+    # or a voxel bound it from below (a 3D side equal to the CLIP features themselves scores ~0.79x of the
+    # start); measured 0.87x. Both together: measured 0.79x.
+    assert e1 <= 0.92 * e0, f"L_e {e0:.3f} -> {e1:.3f}"
+    assert d1 + e1 <= 0.85 * (d0 + e0), f"L_e + L_d {d0 + e0:.3f} -> {d1 + e1:.3f}"
 
     ft = tiny_cfg(
         "smoke_semseg",

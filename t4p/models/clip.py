@@ -124,10 +124,37 @@ def build_architecture(arch: str, quick_gelu: bool = False) -> CLIP:
 
 
 def random_model(arch: str, seed: int = RANDOM_SEED) -> CLIP:
-    """Deterministic random weights: the same seed gives the same model in every process."""
+    """Deterministic random weights: the same seed gives the same model in every process.
+
+    The image tower's BatchNorm statistics are then calibrated on noise images (weights stay random):
+    with open_clip's initialisation and identity statistics the activations shrink ~10^4-fold through
+    the ResNet, so the attention pool returns the same vector at every position and a pre-training
+    against it has nothing to align with (L_e cannot move). Calibrated, positions differ.
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return build_architecture(arch)
+        model = build_architecture(arch)
+        calibrate_batchnorm(model.visual, model.visual.image_size)
+    return model
+
+
+@torch.no_grad()
+def calibrate_batchnorm(visual: nn.Module, image_size: int | tuple[int, int], n_images: int = 8) -> None:
+    """Set every BatchNorm's running mean/var to its batch statistics over smooth noise images."""
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    coarse = torch.randn(n_images, 3, max(size[0] // 16, 1), max(size[1] // 16, 1))
+    images = F.interpolate(coarse, size=size, mode="bilinear", align_corners=False)  # (n, 3, H, W), smooth
+    images = images + 0.25 * torch.randn_like(images)  # plus fine texture
+    norms = [m for m in visual.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the calibration batch
+    was_training = visual.training
+    visual.train()
+    visual(images)
+    visual.train(was_training)
+    for bn in norms:
+        bn.momentum = 0.1
 
 
 def _embed_dim(model: CLIP) -> int:
@@ -278,7 +305,7 @@ def load_clip(clip_cfg: Any) -> ClipBundle:
         arch = TINY_ARCH if weights == "random-tiny" else arch
         model = random_model(arch)
         cfg_hash = hashlib.sha256(json.dumps(TINY_CFG if arch == TINY_ARCH else arch).encode()).hexdigest()
-        weights_id = f"random-{arch}-{RANDOM_SEED}-{cfg_hash[:8]}"
+        weights_id = f"random-{arch}-{RANDOM_SEED}-{cfg_hash[:8]}-bncal"  # BN calibrated on noise
         bundle = ClipBundle(freeze(model), True, _embed_dim(model), weights_id, arch, weights)
         log.warning("CLIP image/text encoders: %s", bundle.describe())
         return bundle
