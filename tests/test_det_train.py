@@ -45,7 +45,7 @@ def test_one_step_reaches_every_head(tmp_path):
     reason="not reached yet: 300 steps (~140 s CPU) end at mAP@0.25 ~0.01 (votes still ~0.8 m L1 from the centres); "
     "seed->point mapping and vote targets check out and the vote loss memorises one fixed batch (L1 1.37 -> 0.07 m "
     "in 60 steps), but across fresh 3000-point subsamples it stays near the zero-offset baseline (~1.0 m) after "
-    "100-200 steps, also at voxel 0.15-0.2 m / 4k-10k points; see the issue 11 notes (open)",
+    "100-200 steps, also at voxel 0.15-0.2 m / 4k-10k points (issue 11, open)",
 )
 def test_short_training_reaches_map(tmp_path):
     """A short run on synthetic scenes reaches mAP@0.25 >= 0.25 on its training scenes.
