@@ -99,6 +99,8 @@ def test_torch_schedule_paths_match_dense(monkeypatch):
     monkeypatch.setattr(tb, "MIN_GROUP_ROWS", 4)
     monkeypatch.setattr(tb, "N_CANDIDATES", 12)
     monkeypatch.setattr(tb, "MAX_PAD_FACTOR", 1.6)
+    monkeypatch.setattr(tb, "DENSE_MACS_MAX", -1)  # the pattern schedule even for this small map
+    torch.manual_seed(0)  # independent of the tests that ran before
     be = backend("torch")
     coords, feats = random_sparse(3, occupancy=0.5, seed=11)
     keep = coords[:, 0] == 1  # batch 0: a full plane (repeated neighbour patterns), batch 1: random
@@ -108,7 +110,7 @@ def test_torch_schedule_paths_match_dense(monkeypatch):
     feats = torch.randn(len(coords), 3)
     x = be.tensor(coords, feats.requires_grad_())
     plan, _ = tb.conv_plan(x, 3, 1, False)
-    kinds = {("per-offset" if g.accumulate else "padded" if g.padded else "exact") for g in plan.groups}
+    kinds = {("per-offset" if g.accumulate else "padded" if g.padded else "exact") for g in plan.groups(3, 2)}
     assert kinds == {"per-offset", "padded", "exact"}
     dense_w = torch.randn(2, 3, 3, 3, 3)
     conv = be.Conv(3, 2, 3)
@@ -118,6 +120,7 @@ def test_torch_schedule_paths_match_dense(monkeypatch):
     x_dense = densify(coords, feats.detach()).requires_grad_()
     ref = at_sites(F.conv3d(x_dense, dense_w, padding=1), coords)
     torch.testing.assert_close(y.feats, ref, atol=ATOL, rtol=0)
-    y.feats.square().sum().backward()
-    ref.square().sum().backward()
+    upstream = torch.randn_like(ref)  # O(1) gradients: float32 sums of ~50 terms stay well inside ATOL
+    (y.feats * upstream).sum().backward()
+    (ref * upstream).sum().backward()
     torch.testing.assert_close(feats.grad, at_sites(x_dense.grad, coords), atol=ATOL, rtol=0)

@@ -27,6 +27,10 @@ GATHER_BUDGET = 1 << 22  # elements of one im2col chunk (16 MiB in float32)
 N_CANDIDATES = 48  # most frequent neighbour patterns used as im2col groups
 MIN_GROUP_ROWS = 256  # rarer patterns are not candidates (a group's kernel gather must pay off)
 MAX_PAD_FACTOR = 1.75  # a row joins a group reading at most 1.75x its own neighbours
+# A convolution of at most this many multiply-adds when computed densely (rows x offsets x C_in x C_out)
+# runs as one im2col group over all offsets: at that size the pattern groups' per-group overhead costs
+# more than the padding's extra FLOPs (measured: the smoke pre-training step 0.29 s -> 0.10 s, 1 thread).
+DENSE_MACS_MAX = 1 << 26
 
 
 def kernel_offsets(kernel_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -105,17 +109,33 @@ def make_group(rows, offsets, idx, n_in: int, accumulate: bool = False) -> Group
 
 
 class ConvPlan:
-    """Gather-GEMM schedule of one kernel map: output rows grouped by neighbour pattern."""
+    """Gather-GEMM schedule of one kernel map: output rows grouped by neighbour pattern, or one dense group."""
 
     def __init__(self, nbr: torch.Tensor, n_in: int, symmetric: bool):
+        self.nbr = nbr  # (N_out, K) input row per output row and offset, -1 where absent
         self.n_out, self.kernel_volume = nbr.shape
         self.n_in = n_in
         self.symmetric = symmetric  # offset K-1-k is -offset k and in/out sets are equal (submanifold)
-        self.groups = group_rows(nbr, n_in)
-        # every output row written exactly once (no per-offset accumulation): no zero fill needed
-        self.copy_only = not any(g.accumulate for g in self.groups) and (
-            sum(g.rows.numel() for g in self.groups) == self.n_out
-        )
+        self._schedules: dict[bool, list[Group]] = {}  # dense? -> groups, built on first use
+
+    def groups(self, c_in: int, c_out: int) -> list[Group]:
+        """The schedule for these channel counts: dense when small (DENSE_MACS_MAX) or a large kernel."""
+        k = self.kernel_volume
+        dense = k > 62 or self.n_out * k * c_in * c_out <= DENSE_MACS_MAX
+        if dense not in self._schedules:
+            self._schedules[dense] = dense_group(self.nbr, self.n_in) if dense else group_rows(self.nbr, self.n_in)
+        return self._schedules[dense]
+
+    def copy_only(self, groups: list[Group]) -> bool:
+        """Every output row written exactly once (no per-offset accumulation): no zero fill needed."""
+        return not any(g.accumulate for g in groups) and sum(g.rows.numel() for g in groups) == self.n_out
+
+
+def dense_group(nbr: torch.Tensor, n_in: int) -> list[Group]:
+    """All rows in one im2col group over every offset present anywhere (absent neighbours read the pad row)."""
+    offsets = torch.nonzero((nbr >= 0).any(0)).reshape(-1)
+    rows = torch.arange(nbr.shape[0], device=nbr.device)
+    return [make_group(rows, offsets, nbr[:, offsets], n_in)] if offsets.numel() else []
 
 
 def pattern_words(present: torch.Tensor) -> torch.Tensor:
@@ -140,9 +160,6 @@ def group_rows(nbr: torch.Tensor, n_in: int) -> list[Group]:
     present = nbr >= 0  # (N_out, K)
     k = nbr.shape[1]
     all_rows = torch.arange(nbr.shape[0], device=nbr.device)
-    if k > 62:  # large kernels (the k5 stem: 125 offsets, few channels): one dense im2col group
-        offsets = torch.nonzero(present.any(0)).reshape(-1)
-        return [make_group(all_rows, offsets, nbr[:, offsets], n_in)]
     words = pattern_words(present)  # (N_out,)
     uniq, counts = torch.unique(words, return_counts=True)
     ranked = torch.argsort(counts, descending=True)[:N_CANDIDATES]
@@ -197,9 +214,10 @@ def select_offsets(weight: torch.Tensor, group: Group) -> torch.Tensor:
 def plan_forward(plan: ConvPlan, feats: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """out[i] = sum_k feats[nbr[i, k]] @ weight[k] -> (N_out, C_out)."""
     c_in, c_out = weight.shape[1], weight.shape[2]
-    src = pad_rows(feats, any(g.padded for g in plan.groups))
-    out = feats.new_empty(plan.n_out, c_out) if plan.copy_only else feats.new_zeros(plan.n_out, c_out)
-    for g in plan.groups:
+    groups = plan.groups(c_in, c_out)
+    src = pad_rows(feats, any(g.padded for g in groups))
+    out = feats.new_empty(plan.n_out, c_out) if plan.copy_only(groups) else feats.new_zeros(plan.n_out, c_out)
+    for g in groups:
         m = g.offsets.numel()
         w = select_offsets(weight, g).reshape(m * c_in, c_out)  # (m*C_in, C_out)
         for a, b in chunks(g.rows.numel(), m * c_in):
@@ -217,7 +235,7 @@ def plan_input_grad(plan: ConvPlan, grad_out: torch.Tensor, weight: torch.Tensor
         return plan_forward(plan, grad_out, weight.flip(0).transpose(1, 2))
     c_in, c_out = weight.shape[1], weight.shape[2]
     grad_in = grad_out.new_zeros(plan.n_in + 1, c_in)
-    for g in plan.groups:
+    for g in plan.groups(c_in, c_out):
         m = g.offsets.numel()
         w_t = select_offsets(weight, g).permute(2, 0, 1).reshape(c_out, m * c_in)
         for a, b in chunks(g.rows.numel(), m * c_in):
@@ -229,9 +247,10 @@ def plan_input_grad(plan: ConvPlan, grad_out: torch.Tensor, weight: torch.Tensor
 def plan_weight_grad(plan: ConvPlan, feats: torch.Tensor, grad_out: torch.Tensor, shape) -> torch.Tensor:
     """grad_weight[k] = sum_i feats[nbr[i,k]]^T grad_out[i] -> (K, C_in, C_out)."""
     c_in, c_out = shape[1], shape[2]
-    src = pad_rows(feats, any(g.padded for g in plan.groups))
+    groups = plan.groups(c_in, c_out)
+    src = pad_rows(feats, any(g.padded for g in groups))
     grad_w = feats.new_zeros(shape)
-    for g in plan.groups:
+    for g in groups:
         m = g.offsets.numel()
         acc = feats.new_zeros(m * c_in, c_out)
         for a, b in chunks(g.rows.numel(), m * c_in):
