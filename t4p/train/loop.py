@@ -147,9 +147,19 @@ def transfer_pretrained(model: nn.Module, path: str, frozen_ids: set[int]) -> di
         )
     model.load_state_dict({k: src[k] for k in loaded}, strict=False)
     print(f"transfer from {path}: loaded {len(loaded)}, skipped {len(skipped)}, new {len(new)}")
-    for title, names in (("loaded", loaded), ("skipped", skipped), ("new", new)):
+    print("  loaded, by module: " + _by_module(loaded))  # the full list is in the returned dict
+    for title, names in (("skipped", skipped), ("new", new)):
         print(f"  {title}: " + (", ".join(names) if names else "-"))
     return {"init_config_hash": ckpt.get("config_hash", ""), "loaded": loaded, "skipped": skipped, "new": new}
+
+
+def _by_module(names: list[str]) -> str:
+    """``backbone.unet (180), backbone.tqm (22)``: tensor counts per two-level module prefix."""
+    counts: dict[str, int] = {}
+    for name in names:
+        prefix = ".".join(name.split(".")[:2])
+        counts[prefix] = counts.get(prefix, 0) + 1
+    return ", ".join(f"{k} ({v})" for k, v in counts.items()) or "-"
 
 
 # --------------------------------------------------------------------------- losses per task
