@@ -138,6 +138,21 @@ def start_group(cmd: list[str], log: Path, **kwargs) -> subprocess.Popen:
         return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True, **kwargs)
 
 
+def script_env() -> dict:
+    """Environment for a sweep script run as a subprocess: no inherited Ray address or tracking URI."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def mlflow_runs(uri: str, experiment: str) -> list:
+    """Every run of ``experiment`` in the tracking store at ``uri``."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    return mlflow.search_runs(experiment_names=[experiment], output_format="list")
+
+
 def pids_mentioning(text: str) -> list[int]:
     """Processes whose command line contains ``text`` (a unique temp dir of the caller), not this one."""
     found = []

@@ -19,8 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import mlflow
 import pytest
+from _ray_helpers import mlflow_runs, script_env
 from _train_helpers import tiny_cfg
 from mlflow import MlflowClient
 
@@ -77,21 +77,14 @@ def _ablation(*extra: str) -> list[str]:
     ]
 
 
-def _env() -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 @pytest.mark.slow
 @pytest.mark.ray
 def test_killed_ray_train_worker_resumes_from_its_checkpoint(tmp_path):
-    out = subprocess.run(_ablation("train.kill_at_step=5"), cwd=tmp_path, env=_env(), capture_output=True,
+    out = subprocess.run(_ablation("train.kill_at_step=5"), cwd=tmp_path, env=script_env(), capture_output=True,
                          text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
-    mlflow.set_tracking_uri(uri)
-    runs = mlflow.search_runs(experiment_names=["kill"], output_format="list")
+    runs = mlflow_runs(uri, "kill")
     trials = [r for r in runs if r.data.tags.get("stage") == "finetune"]
     assert len(trials) == 1, [(r.data.tags.get("trial"), r.info.status) for r in trials]  # reopened, not duplicated
     run = trials[0]

@@ -15,9 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pytest
+from _ray_helpers import mlflow_runs, script_env
 from mlflow import MlflowClient
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -33,17 +33,6 @@ ABLATION = [
 ]
 
 
-def _env() -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def _runs(uri: str, experiment: str):
-    mlflow.set_tracking_uri(uri)
-    return mlflow.search_runs(experiment_names=[experiment], output_format="list")
-
-
 def _kill_group(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
@@ -55,7 +44,7 @@ def _kill_group(proc: subprocess.Popen) -> None:
 def test_ablation_grid_ddp_interrupt_resume_and_report(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     log1 = (tmp_path / "first.log").open("w")
-    proc = subprocess.Popen(ABLATION, cwd=tmp_path, env=_env(), stdout=log1, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(ABLATION, cwd=tmp_path, env=script_env(), stdout=log1, stderr=subprocess.STDOUT,
                             start_new_session=True)
     finished_before: dict[str, int] = {}
     try:
@@ -65,7 +54,7 @@ def test_ablation_grid_ddp_interrupt_resume_and_report(tmp_path):
             if not (tmp_path / "ray_results" / "t4p_sweeps" / "grid.json").exists():
                 continue  # the driver writes it after creating the store: never race its migrations
             try:
-                runs = _runs(uri, "grid")
+                runs = mlflow_runs(uri, "grid")
             except Exception:  # noqa: BLE001 - experiment not created yet / db busy
                 continue
             done = [r for r in runs if r.data.tags.get("stage") == "finetune" and r.info.status == "FINISHED"]
@@ -77,12 +66,12 @@ def test_ablation_grid_ddp_interrupt_resume_and_report(tmp_path):
     first_log = (tmp_path / "first.log").read_text()
     assert finished_before, "no fine-tuning trial finished before the deadline:\n" + first_log[-3000:]
 
-    second = subprocess.run([*ABLATION, "--resume"], cwd=tmp_path, env=_env(), capture_output=True, text=True,
+    second = subprocess.run([*ABLATION, "--resume"], cwd=tmp_path, env=script_env(), capture_output=True, text=True,
                             timeout=1200)
     assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
     assert "report:" in second.stdout and "mlflow ui --backend-store-uri sqlite:///" in second.stdout
 
-    runs = _runs(uri, "grid")
+    runs = mlflow_runs(uri, "grid")
     parents = [r for r in runs if r.data.tags.get("stage") == "sweep"]
     assert len(parents) == 1, "resume must reopen the parent run, not create one"
     parent = parents[0]
@@ -113,7 +102,7 @@ def test_ablation_grid_ddp_interrupt_resume_and_report(tmp_path):
 
     # stage reuse across sweeps: a new sweep needing the same pre-training plans to run none
     dry = subprocess.run([*ABLATION[:-8], "--rows", "T5-5", "--seeds", "0", "--dry-run",
-                          *[f"pretrain.{o}" for o in TINY]], cwd=tmp_path, env=_env(),
+                          *[f"pretrain.{o}" for o in TINY]], cwd=tmp_path, env=script_env(),
                          capture_output=True, text=True, timeout=120)
     assert "distinct pre-trainings: 1 (0 to run)" in dry.stdout, dry.stdout + dry.stderr
 
@@ -130,10 +119,10 @@ def test_optuna_search_with_asha(tmp_path):
         "--start", "optim.lr=0.5", "--start", "optim.lr=0.05", "--start", "optim.lr=0.0005",
         "train.max_steps=6", "train.eval_every=2", "train.checkpoint_every=2", "train.num_threads=1",
     ]
-    out = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=1200)
+    out = subprocess.run(cmd, cwd=tmp_path, env=script_env(), capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     assert "best config (lr = " in out.stdout
-    runs = _runs(f"sqlite:///{tmp_path}/mlruns/mlflow.db", "search")
+    runs = mlflow_runs(f"sqlite:///{tmp_path}/mlruns/mlflow.db", "search")
     parent = next(r for r in runs if r.data.tags.get("stage") == "sweep")
     trials = [r for r in runs if r.data.tags.get("stage") == "finetune"]
     assert len(trials) == 4
@@ -154,9 +143,9 @@ def test_ablation_task_runs_and_reports(tmp_path, task, paper):
     """``--task`` runs the grid's rows on the task's model; the report has its metrics and the paper's column."""
     cmd = [sys.executable, str(REPO / "sweeps" / "ablation.py"), "--demo", "--task", task, "--rows", "T5-1",
            "--seeds", "0", "--experiment", "task", "--num-cpus", "2", *TINY]
-    out = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=900)
+    out = subprocess.run(cmd, cwd=tmp_path, env=script_env(), capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
-    runs = _runs(f"sqlite:///{tmp_path}/mlruns/mlflow.db", "task")
+    runs = mlflow_runs(f"sqlite:///{tmp_path}/mlruns/mlflow.db", "task")
     (run,) = [r for r in runs if r.data.tags.get("stage") == "finetune"]
     assert run.info.status == "FINISHED" and run.data.params["sweep.task"] == task
     key = "final/test_map50" if task == "insseg" else "final/test_map_0.5"
