@@ -146,6 +146,7 @@ def calibrate_batchnorm(visual: nn.Module, image_size: int | tuple[int, int], n_
     images = F.interpolate(coarse, size=size, mode="bilinear", align_corners=False)  # (n, 3, H, W), smooth
     images = images + 0.25 * torch.randn_like(images)  # plus fine texture
     norms = [m for m in visual.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [bn.momentum for bn in norms]
     for bn in norms:
         bn.reset_running_stats()
         bn.momentum = None  # cumulative average over the calibration batch
@@ -153,8 +154,8 @@ def calibrate_batchnorm(visual: nn.Module, image_size: int | tuple[int, int], n_
     visual.train()
     visual(images)
     visual.train(was_training)
-    for bn in norms:
-        bn.momentum = 0.1
+    for bn, momentum in zip(norms, momenta, strict=True):
+        bn.momentum = momentum
 
 
 def _embed_dim(model: CLIP) -> int:
