@@ -161,6 +161,9 @@ class FinetuneConfig:
     # Detection (VoteNet on SR-UNet: t4p.models.votenet, t4p.losses_det); VoteNet's defaults where the paper is silent
     num_seeds: int = 1024  # seed points sampled from the backbone's per-point features (VoteNet: 1024)
     seed_sampling: Literal["fps", "random"] = "fps"  # farthest point sampling or a random subset of the points
+    # VoteNet's height feature (z above the floor, the scene's 1st z percentile), appended to each seed's feature;
+    # at the seeds, not the backbone input, so the pre-trained colour-only stem still transfers
+    seed_height: bool = True
     vote_nsample: int = 16  # votes grouped per proposal by the ball query of radius vote_radius (VoteNet: 16)
     det_mlp_width: int = 128  # width of the voting and proposal MLPs (VoteNet: 128 for the proposal module)
     det_vote_weight: float = 1.0  # VoteNet: loss = vote + 0.5 objectness + box + 0.1 semantic, all x 10

@@ -13,8 +13,10 @@ from t4p.models.votenet import (
     ball_query,
     class_to_angle,
     farthest_point_sample,
+    floor_height,
     nms_3d,
     scene_rows,
+    voxel_representatives,
 )
 
 
@@ -54,6 +56,22 @@ def test_scene_rows_groups_points_by_scene():
     rows, valid = scene_rows(scene, 2)
     assert rows[0][valid[0]].tolist() == [1, 4]
     assert rows[1][valid[1]].tolist() == [0, 2, 3]
+
+
+def test_voxel_representatives_are_each_voxels_first_point():
+    point2voxel = torch.tensor([2, 0, 2, 4, 0, 4, 4])  # voxels 1 and 3 hold no point
+    first = {}
+    for row, v in enumerate(point2voxel.tolist()):  # naive reference: first occurrence per voxel
+        first.setdefault(v, row)
+    assert voxel_representatives(point2voxel, 5).tolist() == [first[v] for v in sorted(first)]  # [1, 0, 3]
+
+
+def test_floor_height_is_a_low_quantile_of_the_valid_points():
+    z = torch.tensor([[0.5, 0.1, 2.0, -9.0], [1.0, 3.0, 2.0, 0.0]])
+    valid = torch.tensor([[True, True, True, False], [True, True, True, True]])
+    # scene 0: valid heights 0.1, 0.5, 2.0; linear interpolation at q=0.5 gives the median 0.5
+    assert floor_height(z, valid, q=0.5).tolist() == pytest.approx([0.5, 1.5])
+    assert floor_height(z, valid, q=0.0).tolist() == pytest.approx([0.1, 0.0])  # padding (-9) ignored
 
 
 @pytest.mark.parametrize("bins", [1, 12])

@@ -2,7 +2,8 @@
 
 Following PointContrast, VoteNet's PointNet++ backbone is replaced by the sparse UNet: the decoder
 output z3D (per voxel) is read back at the input points, and the seeds are ``finetune.num_seeds``
-points per scene (farthest point sampling or a random subset). Then VoteNet's heads:
+points per scene (farthest point sampling or a random subset of one point per voxel), each with
+VoteNet's height feature appended (``finetune.seed_height``). Then VoteNet's heads:
 
 * voting: an MLP predicts a 3D offset and a feature residual per seed (vote = seed + offset);
 * aggregation: farthest point sampling picks ``finetune.num_proposals`` votes as cluster centres,
@@ -73,6 +74,20 @@ def ball_query(
     if k < nsample:
         idx = torch.cat([idx, fallback[..., None].expand(-1, -1, nsample - k)], -1)
     return idx
+
+
+def voxel_representatives(point2voxel: torch.Tensor, num_voxels: int) -> torch.Tensor:
+    """(Np,) voxel of each point -> (V,) the first point row of every voxel that has points, by voxel."""
+    n = point2voxel.shape[0]
+    first = torch.full((num_voxels,), n, dtype=torch.long, device=point2voxel.device)
+    first = first.scatter_reduce(0, point2voxel.long(), torch.arange(n, device=point2voxel.device), "amin")
+    return first[first < n]
+
+
+def floor_height(z: torch.Tensor, valid: torch.Tensor, q: float = 0.01) -> torch.Tensor:
+    """(B, N) point heights, (B, N) validity -> (B,) the floor: the ``q`` quantile of each scene's z (VoteNet)."""
+    floors = [torch.quantile(zb[vb], q) if vb.any() else zb.new_zeros(()) for zb, vb in zip(z, valid, strict=True)]
+    return torch.stack(floors)
 
 
 def gather_rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -282,7 +297,7 @@ class VoteNetDetector(nn.Module):
         self.cfg = cfg
         self.backend, self.text, self.backbone = build_finetune_3d(cfg, bundle, class_names, "VoteNetDetector")
         self.num_heading_bins = ft.num_heading_bins if ft.oriented_boxes else 1  # ScanNet: axis-aligned
-        c = m.dec_planes[-1]
+        c = m.dec_planes[-1] + int(ft.seed_height)  # decoder feature (+ height above the floor)
         self.seed_proj = nn.Identity() if c == ft.det_mlp_width else nn.Linear(c, ft.det_mlp_width)
         self.vote = VotingModule(ft.det_mlp_width)
         self.proposal = ProposalModule(ft.det_mlp_width, ft.det_mlp_width, len(class_names), self.num_heading_bins, cfg)
@@ -297,10 +312,15 @@ class VoteNetDetector(nn.Module):
         return out3d, text
 
     def sample_seeds(self, batch, z3d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Seeds per scene from the per-point features: (seed_xyz (B, S, 3), seed_feats (B, S, C))."""
+        """Seeds per scene from the per-point features: (seed_xyz (B, S, 3), seed_feats (B, S, C)).
+
+        Candidates are one point per voxel (its first): points of one voxel share its feature, and FPS
+        over voxels instead of points costs a fraction (~5.7k voxels for ~35k points in a smoke room at 15 cm)."""
         ft = self.cfg.finetune
-        scene = batch.coords[batch.point2voxel, 0].long()  # (Np,)
-        rows, valid = scene_rows(scene, len(batch.scene_ids))  # (B, Nmax)
+        reps = voxel_representatives(batch.point2voxel, batch.coords.shape[0])  # (V,) point rows
+        scene = batch.coords[batch.point2voxel[reps], 0].long()  # (V,)
+        local, valid = scene_rows(scene, len(batch.scene_ids))  # (B, Vmax)
+        rows = reps[local]  # (B, Vmax) point rows
         xyz = batch.point_xyz[rows]  # (B, Nmax, 3)
         if ft.seed_sampling == "fps":
             pick = farthest_point_sample(xyz, ft.num_seeds, valid)  # (B, S)
@@ -311,8 +331,11 @@ class VoteNetDetector(nn.Module):
                 pick = pick.repeat(1, math.ceil(ft.num_seeds / pick.shape[1]))[:, : ft.num_seeds]
         seed_rows = torch.gather(rows, 1, pick)  # (B, S) rows into the batch's points
         seed_xyz = batch.point_xyz[seed_rows]  # (B, S, 3)
-        seed_feats = self.seed_proj(z3d[batch.point2voxel[seed_rows]])  # (B, S, C)
-        return seed_xyz, seed_feats
+        seed_feats = z3d[batch.point2voxel[seed_rows]]  # (B, S, C)
+        if ft.seed_height:
+            height = seed_xyz[..., 2] - floor_height(xyz[..., 2], valid)[:, None]  # (B, S)
+            seed_feats = torch.cat([seed_feats, height[..., None]], -1)  # (B, S, C + 1)
+        return seed_xyz, self.seed_proj(seed_feats)
 
     def forward(self, batch) -> DetOutput:
         out3d, text = self.run_backbone(batch)
