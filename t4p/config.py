@@ -160,7 +160,7 @@ class FinetuneConfig:
     oriented_boxes: bool = True
     # Detection (VoteNet on SR-UNet: t4p.models.votenet, t4p.losses_det); VoteNet's defaults where the paper is silent
     num_seeds: int = 1024  # seed points sampled from the backbone's per-point features (VoteNet: 1024)
-    seed_sampling: Literal["fps", "random"] = "fps"  # farthest point sampling or a random subset of the points
+    seed_sampling: Literal["fps", "random"] = "fps"  # farthest point sampling or a random subset (one point per voxel)
     # VoteNet's height feature (z above the floor, the scene's 1st z percentile), appended to each seed's feature;
     # at the seeds, not the backbone input, so the pre-trained colour-only stem still transfers
     seed_height: bool = True

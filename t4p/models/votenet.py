@@ -321,7 +321,7 @@ class VoteNetDetector(nn.Module):
         scene = batch.coords[batch.point2voxel[reps], 0].long()  # (V,)
         local, valid = scene_rows(scene, len(batch.scene_ids))  # (B, Vmax)
         rows = reps[local]  # (B, Vmax) point rows
-        xyz = batch.point_xyz[rows]  # (B, Nmax, 3)
+        xyz = batch.point_xyz[rows]  # (B, Vmax, 3)
         if ft.seed_sampling == "fps":
             pick = farthest_point_sample(xyz, ft.num_seeds, valid)  # (B, S)
         else:
