@@ -112,7 +112,7 @@ def test_torch_schedule_paths_match_dense(monkeypatch):
     plan, _ = tb.conv_plan(x, 3, 1, False)
     kinds = {("per-offset" if g.accumulate else "padded" if g.padded else "exact") for g in plan.groups(3, 2)}
     assert kinds == {"per-offset", "padded", "exact"}
-    dense_w = torch.randn(2, 3, 3, 3, 3)
+    dense_w = torch.randn(2, 3, 3, 3, 3).requires_grad_()
     conv = be.Conv(3, 2, 3)
     with torch.no_grad():
         conv.kernel.copy_(sparse_kernel(dense_w))
@@ -124,3 +124,5 @@ def test_torch_schedule_paths_match_dense(monkeypatch):
     (y.feats * upstream).sum().backward()
     (ref * upstream).sum().backward()
     torch.testing.assert_close(feats.grad, at_sites(x_dense.grad, coords), atol=ATOL, rtol=0)
+    # the kernel gradient sums over all rows: compare relative to its scale
+    torch.testing.assert_close(conv.kernel.grad, sparse_kernel(dense_w.grad), atol=ATOL * 10, rtol=1e-5)
