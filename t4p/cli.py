@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from t4p.config import ConfigError, to_json
+from t4p.config import ConfigError, epochs_resolved, to_json
 from t4p.recipes import RECIPES, get_recipe
 
 # Each module defines `register(subparsers)` adding its subcommands; a subcommand's
@@ -16,7 +16,14 @@ COMMAND_MODULES = ("t4p.data.commands", "t4p.train.commands")
 
 def _config_show(args: argparse.Namespace) -> int:
     cfg = get_recipe(args.recipe, args.overrides)
+    if not epochs_resolved(cfg):
+        from t4p.data.datasets import resolve_schedule  # torch: only when a schedule is in epochs
+
+        cfg = resolve_schedule(cfg, prepare=False)  # reads a prepared cache of data.root; never prepares
     print(to_json(cfg, flat=args.flat))
+    if not epochs_resolved(cfg):
+        print(f"t4p: train.epochs={cfg.train.epochs}: train.max_steps is derived at run time from the prepared "
+              "training split (give data.root of prepared data to see it here)", file=sys.stderr)
     return 0
 
 

@@ -13,6 +13,7 @@ import difflib
 import functools
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -43,7 +44,9 @@ class DataConfig:
     scenes: tuple[str, ...] = ()  # explicit scene list ("" = the dataset's default split)
     train_areas: tuple[int, ...] = (1, 2, 3, 4, 6)
     val_areas: tuple[int, ...] = ()  # searches select on these, never on test_area
-    val_fraction: float = 0.2  # rooms of train_areas held out when val_areas is empty
+    # rooms/scenes of the training split held out as this run's validation split when val_areas is empty; 0 = train
+    # on the whole official training split (the paper recipes). Searches use sweep.val_fraction instead.
+    val_fraction: float = 0.0
     test_area: int = 5
     num_points: int = 0  # point sampling for detection (20k SUN RGB-D, 40k ScanNet); 0 = all
     label_version: Literal["v1", "v2"] = "v1"  # SUN RGB-D labels; VoteNet's numbers use v1
@@ -122,13 +125,18 @@ class OptimConfig:
     exp_every: int = 1000  # PointContrast applies the 0.99 decay every 1000 iterations
     poly_power: float = 0.9
     warmup_steps: int = 0
+    warmup_epochs: int = 0  # > 0: warmup_steps derived from the training split's size (like train.epochs)
     grad_clip: float = 0.0  # 0 = off
 
 
 @dataclass
 class TrainConfig:
     task: Task = "semseg"
-    max_steps: int = 60000
+    max_steps: int = 60000  # used when train.epochs = 0
+    # > 0: the schedule is in epochs (the paper's unit for pre-training and detection); max_steps is then
+    # derived at run time as epochs * ceil(epoch_size / batch_size), before any planning (t4p.schedule)
+    epochs: int = 0
+    epoch_size: int = 0  # derived, not set by hand: training samples per epoch the schedule was resolved on
     batch_size: int = 48  # global: split across DDP workers
     grad_accum: int = 1
     eval_every: int = 1000
@@ -194,6 +202,7 @@ class SweepConfig:
     cpus_per_worker: float = 1.0
     max_concurrent: int = 2
     trials: int = 16
+    val_fraction: float = 0.2  # searches: data.val_fraction of their trials (unless data.val_areas is set)
     asha_grace_steps: int = 1
     storage_path: str = ""  # Ray storage ("" = ./ray_results); shared storage on multi-node
     stage_store: str = ""  # pre-training checkpoints by hash ("" = ./t4p_stages)
@@ -406,12 +415,12 @@ def validate(cfg: Config) -> Config:
         "loss.aux_tau": cfg.loss.aux_tau,
         "train.batch_size": cfg.train.batch_size,
         "train.grad_accum": cfg.train.grad_accum,
-        "train.max_steps": cfg.train.max_steps,
         "sweep.workers_per_trial": cfg.sweep.workers_per_trial,
     }
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"config key {key!r}: expected a positive value, got {value}")
+    check_schedule(cfg)
     if cfg.loss.aux_range < 0:
         raise ConfigError(f"config key 'loss.aux_range': expected >= 0, got {cfg.loss.aux_range}")
     if not 0 < cfg.optim.lr:
@@ -421,6 +430,87 @@ def validate(cfg: Config) -> Config:
             f"data.test_area={cfg.data.test_area} also appears in data.train_areas/data.val_areas: "
             "the test area must stay held out"
         )
+    for key in ("data.val_fraction", "sweep.val_fraction"):
+        fraction = cfg.data.val_fraction if key.startswith("data") else cfg.sweep.val_fraction
+        if not 0 <= fraction < 1:
+            raise ConfigError(f"config key {key!r}: expected a fraction in [0, 1), got {fraction}")
+    if cfg.finetune.eval_split == "val" and cfg.train.task != "pretrain":
+        check_validation_split(cfg)
     if cfg.sweep.gpus_per_trial < 0:
         raise ConfigError("config key 'sweep.gpus_per_trial': expected >= 0")
     return cfg
+
+
+def check_validation_split(cfg: Config) -> None:
+    """A validation split needs ``data.val_areas`` or a ``data.val_fraction`` > 0 of the training split."""
+    if not cfg.data.val_areas and cfg.data.val_fraction <= 0:
+        raise ConfigError(
+            "a validation split was asked for (finetune.eval_split=val or a search) but data.val_fraction=0 and "
+            "data.val_areas is empty: it would be the training data itself; set data.val_fraction (e.g. 0.2) or "
+            "data.val_areas"
+        )
+
+
+def steps_per_epoch(num_samples: int, global_batch: int) -> int:
+    """Optimiser steps in one pass over ``num_samples``: the global batch is split over DDP workers,
+    so the world size does not enter (the last, partial batch counts as a step)."""
+    return max(1, math.ceil(num_samples / global_batch))
+
+
+def check_schedule(cfg: Config) -> None:
+    """``train.epochs`` xor ``train.max_steps`` (and ``optim.warmup_epochs`` xor ``optim.warmup_steps``).
+
+    A config whose epochs were resolved (``train.epoch_size`` > 0) carries both, consistently.
+    """
+    t, o = cfg.train, cfg.optim
+    for key, value in (("train.epochs", t.epochs), ("optim.warmup_epochs", o.warmup_epochs),
+                       ("train.epoch_size", t.epoch_size), ("optim.warmup_steps", o.warmup_steps)):
+        if value < 0:
+            raise ConfigError(f"config key {key!r}: expected >= 0, got {value}")
+    per_epoch = steps_per_epoch(t.epoch_size, t.batch_size) if t.epoch_size else 0
+    pairs = (("train.epochs", t.epochs, "train.max_steps", t.max_steps),
+             ("optim.warmup_epochs", o.warmup_epochs, "optim.warmup_steps", o.warmup_steps))
+    for ekey, epochs, skey, steps in pairs:
+        if epochs == 0 or steps == epochs * per_epoch:
+            continue
+        state = (f"resolved on train.epoch_size={t.epoch_size} it is {epochs * per_epoch}" if per_epoch
+                 else "it is derived from the prepared training split at run time")
+        raise ConfigError(
+            f"{ekey}={epochs} and {skey}={steps} are both set ({state}): set one of them; "
+            f"{ekey}=0 uses {skey}"
+        )
+    if t.epochs == 0 and t.max_steps <= 0:
+        raise ConfigError(f"config key 'train.max_steps': expected a positive value, got {t.max_steps}")
+
+
+def epochs_resolved(cfg: Config) -> bool:
+    """False while an epoch-based schedule still waits for the training split's size."""
+    return not (cfg.train.epochs or cfg.optim.warmup_epochs) or cfg.train.epoch_size > 0
+
+
+def with_epoch_size(cfg: Config, num_samples: int) -> Config:
+    """A copy of ``cfg`` with epoch-based lengths turned into steps for ``num_samples`` training samples."""
+    out = _copy(cfg)
+    if not (cfg.train.epochs or cfg.optim.warmup_epochs):
+        return out
+    if num_samples <= 0:
+        raise ConfigError(f"train.epochs: the training split is empty ({num_samples} samples)")
+    per_epoch = steps_per_epoch(num_samples, cfg.train.batch_size)
+    out.train.epoch_size = num_samples
+    if cfg.train.epochs:
+        out.train.max_steps = cfg.train.epochs * per_epoch
+    if cfg.optim.warmup_epochs:
+        out.optim.warmup_steps = cfg.optim.warmup_epochs * per_epoch
+    return validate(out)
+
+
+def without_epoch_size(cfg: Config) -> Config:
+    """A copy of ``cfg`` whose epoch-based lengths wait to be resolved again (another training split)."""
+    out = _copy(cfg)
+    if out.train.epoch_size:
+        out.train.epoch_size = 0
+        if out.train.epochs:
+            out.train.max_steps = 0
+        if out.optim.warmup_epochs:
+            out.optim.warmup_steps = 0
+    return out

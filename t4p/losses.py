@@ -87,6 +87,22 @@ class CoarsePairs:
     count: torch.Tensor  # (Q,) number of fine pairs merged into each coarse pair
 
 
+def pixel_cell_index(pixel: torch.Tensor, image_width: int, grid_hw: tuple[int, int], stride: int) -> torch.Tensor:
+    """Full-resolution pixel ids ``v * W + u`` (P,) -> row of the flattened (h * w) CLIP grid (P,).
+
+    The one pixel-to-cell mapping of training. ``grid_hw`` is the encoder's real output size and
+    ``stride`` its downsampling (32 for CLIP's ModifiedResNet): its pools floor, so cell (i, j) covers
+    pixels [stride i, stride i + stride) and the bottom/right remainder (rows 224..239 of a 240-row
+    image on a 7-row grid) belongs to the last cell.
+    """
+    h, w = grid_hw
+    v = torch.div(pixel, image_width, rounding_mode="floor")
+    u = pixel - v * image_width
+    i = torch.div(v, stride, rounding_mode="floor").clamp_max(h - 1)
+    j = torch.div(u, stride, rounding_mode="floor").clamp_max(w - 1)
+    return i * w + j  # (P,)
+
+
 def lift_pairs(
     pair_frame: torch.Tensor,
     pair_pixel: torch.Tensor,
@@ -94,17 +110,16 @@ def lift_pairs(
     image_hw: tuple[int, int],
     grid_hw: tuple[int, int],
     voxel_to_coarse: torch.Tensor,
+    *,
+    stride: int,
 ) -> CoarsePairs:
     """Lift full-resolution pairs to the encoder resolutions (SPEC: "Correspondences at two resolutions").
 
-    ``pair_pixel = v * W + u`` at ``image_hw = (H, W)``; its cell on the ``grid_hw = (h, w)`` CLIP grid
-    is ``(v * h // H, u * w // W)``. ``voxel_to_coarse`` (M,) maps each input voxel to its encoder row
-    (``t4p.sparse.coarse_index``; -1 = none, such pairs are dropped).
+    ``pair_pixel = v * W + u`` at ``image_hw = (H, W)`` goes to its cell of the encoder's ``grid_hw``
+    (``pixel_cell_index`` with the encoder's ``stride``). ``voxel_to_coarse`` (M,) maps each input voxel
+    to its encoder row (``t4p.sparse.coarse_index``; -1 = none, such pairs are dropped).
     """
-    big_h, big_w = image_hw
-    h, w = grid_hw
-    v, u = pair_pixel // big_w, pair_pixel % big_w
-    cell = (v * h // big_h) * w + (u * w // big_w)  # (P,)
+    cell = pixel_cell_index(pair_pixel, image_hw[1], grid_hw, stride)  # (P,)
     coarse = voxel_to_coarse[pair_voxel]  # (P,)
     ok = coarse >= 0
     keys = torch.stack([pair_frame[ok], cell[ok], coarse[ok]], dim=1)  # (P', 3)

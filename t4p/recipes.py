@@ -21,8 +21,10 @@ def pretrain_scannet() -> Config:
     cfg.data.frame_skip = 25
     cfg.train.task = "pretrain"
     cfg.train.batch_size = 32
-    # 1513 scenes x ~2.2k frames / 25 ~ 130k pairs per epoch; 2 epochs at batch 32.
-    cfg.train.max_steps = 8200
+    # "trained for 2 epochs": steps = 2 * ceil(key frames of the training scans / 32), derived from the
+    # prepared data at run time (t4p.data.datasets.resolve_schedule), not guessed from frames per scene
+    cfg.train.epochs = 2
+    cfg.train.max_steps = 0
     cfg.train.eval_every = 1000
     cfg.optim.lr = 0.1
     cfg.optim.schedule = "exp"
@@ -40,6 +42,7 @@ def s3dis_semseg() -> Config:
     cfg.data.dataset = "s3dis-raw"
     cfg.data.classes = "s3dis13"
     cfg.data.voxel_size = 0.05
+    cfg.data.val_fraction = 0.0  # train on all 204 rooms of Areas 1-4, 6 (searches: sweep.val_fraction)
     cfg.train.task = "semseg"
     cfg.train.max_steps = 60000
     cfg.train.batch_size = 48
@@ -71,10 +74,12 @@ def votenet_sunrgbd() -> Config:
     cfg.data.voxel_size = 0.025
     cfg.data.num_points = 20000
     cfg.data.label_version = "v1"
+    cfg.data.val_fraction = 0.0  # the whole official train list (searches: sweep.val_fraction)
     cfg.train.task = "det"
     cfg.sweep.task = "det-sunrgbd"
     cfg.train.batch_size = 64
-    cfg.train.max_steps = 180 * 5285 // 64  # 180 epochs over the 5285 training scenes
+    cfg.train.epochs = 180  # steps derived from the prepared train list (5285 scenes: 180 * 83 = 14940)
+    cfg.train.max_steps = 0
     cfg.optim.lr = 0.001
     cfg.optim.schedule = "cosine"
     cfg.optim.weight_decay = 0.0
@@ -94,9 +99,8 @@ def votenet_scannet() -> Config:
     cfg.sweep.task = "det-scannet"
     cfg.data.num_points = 40000
     cfg.train.batch_size = 32
-    steps_per_epoch = 1201 // 32 + 1  # 1201 training scans
-    cfg.train.max_steps = 180 * steps_per_epoch
-    cfg.optim.warmup_steps = 15 * steps_per_epoch
+    cfg.train.epochs = 180  # not stated by the paper: SUN RGB-D's 180 (1201 training scans: 180 * 38 steps)
+    cfg.optim.warmup_epochs = 15
     cfg.finetune.oriented_boxes = False
     return validate(cfg)
 
@@ -110,6 +114,9 @@ def _shrink(cfg: Config) -> Config:
     cfg.data.root = ""
     cfg.data.synth_scenes = 6
     cfg.data.synth_frames_per_scene = 6
+    cfg.train.epochs = 0  # smoke recipes count steps (set below)
+    cfg.optim.warmup_epochs = 0
+    cfg.data.val_fraction = 0.2  # smoke runs keep a validation hold-out of the six synthetic rooms/scenes
     cfg.data.image_height = 60
     cfg.data.image_width = 80
     # The pure-PyTorch backend: at these tiny sizes it beats MinkowskiEngine on CPU (ME's fixed

@@ -101,3 +101,16 @@ def layout_s3dis_room(shared: Path, root: Path, area: int = 1, room: str = "offi
         lines_all += lines
     (room_dir / f"{room}.txt").write_text("\n".join(lines_all) + "\n")
     return room_dir
+
+
+S3DIS_ROOMS = {1: 44, 2: 40, 3: 23, 4: 49, 5: 68, 6: 48}  # Stanford3dDataset_v1.2 rooms per area (272 in all)
+
+
+def write_tiny_s3dis(root: Path, rooms_per_area: dict[int, int]) -> Path:
+    """An S3DIS layout with the given room counts; each room one three-point chair (fast to prepare)."""
+    for area, n in rooms_per_area.items():
+        for i in range(n):
+            ann = root / f"Area_{area}" / f"office_{i + 1}" / "Annotations"
+            ann.mkdir(parents=True)
+            (ann / "chair_1.txt").write_text("0 0 0 10 20 30\n0.5 0 0 10 20 30\n0 0.5 0.2 10 20 30\n")
+    return root

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from open_clip.model import trace_model
 
 from t4p.config import ClipConfig
+from t4p.losses import pixel_cell_index
 from t4p.models import clip as tclip
 from t4p.models.clip import ClipWeightsError, DenseImageEncoder, FixedTextEmbeddings, load_clip
 
@@ -297,7 +298,7 @@ def test_fixed_text_embeddings_match_encode_text_and_cache(tiny, tmp_path):
         FixedTextEmbeddings(tiny, names, "no placeholder")
 
 
-def test_dense_cell_index_by_hand():
+def test_pixel_cell_index_by_hand():
     # 240x320 image, 7x10 grid: pixel (v=0,u=0) -> 0; (v=31,u=33) -> cell (0,1); (v=239,u=319) -> (6,9)
     pixels = torch.tensor([0, 31 * 320 + 33, 239 * 320 + 319, 224 * 320 + 64])
-    assert tclip.dense_cell_index(pixels, (240, 320), (7, 10)).tolist() == [0, 1, 69, 62]
+    assert pixel_cell_index(pixels, 320, (7, 10), DenseImageEncoder.stride).tolist() == [0, 1, 69, 62]

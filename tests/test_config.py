@@ -93,7 +93,8 @@ _recipe_and_changes = st.tuples(
 @given(_recipe_and_changes)
 def test_round_trip_property(args):
     name, lr, steps, tqm, planes = args
-    cfg = get_recipe(name, [f"optim.lr={lr!r}", f"train.max_steps={steps}", f"model.tqm={tqm}",
+    cfg = get_recipe(name, [f"optim.lr={lr!r}", "train.epochs=0", "optim.warmup_epochs=0", f"train.max_steps={steps}",
+                            f"model.tqm={tqm}",
                             "model.enc_planes=" + ",".join(map(str, planes))])
     assert cfg.optim.lr == lr and cfg.train.max_steps == steps and cfg.model.tqm is tqm
     assert from_flat_dict(to_flat_dict(cfg)) == cfg

@@ -76,7 +76,9 @@ def test_custom_labelled_rooms_as_documented(tmp_path, capsys):
     assert [f.parent.name for f in test.files] == ["Area_5"]
     b = test.collate([test[0]])
     assert isinstance(b, SegBatch) and len(b.point_labels) == 800
-    assert sorted(make_dataset(cfg, "train").files + make_dataset(cfg, "val").files) != []
+    assert len(make_dataset(cfg, "train")) == 2  # default data.val_fraction=0: every training room trains
+    cfg.data.val_fraction = 0.5
+    assert len(make_dataset(cfg, "train")) == len(make_dataset(cfg, "val")) == 1
 
 
 def test_rooms_added_after_preparing_are_prepared_on_next_use(tmp_path):
@@ -94,4 +96,4 @@ def test_rooms_added_after_preparing_are_prepared_on_next_use(tmp_path):
     cfg.data.dataset, cfg.data.root = "s3dis-raw", str(root)
     assert len(make_dataset(cfg, "train")) == 1
     room(2, "c")
-    assert len(make_dataset(cfg, "train")) + len(make_dataset(cfg, "val")) == 2
+    assert len(make_dataset(cfg, "train")) == 2

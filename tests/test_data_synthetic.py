@@ -102,7 +102,7 @@ def test_make_dataset_pretrain(out_dir):
 
 
 def test_make_dataset_segmentation_splits_by_area(out_dir):
-    cfg = _cfg(out_dir, "semseg")
+    cfg = _cfg(out_dir, "semseg", val_fraction=0.2)
     sizes = {s: len(make_dataset(cfg, s)) for s in ("train", "val", "test")}
     assert sizes == {"train": 4, "val": 1, "test": 1}
     ds = make_dataset(cfg, "test")

@@ -79,7 +79,7 @@ def test_lift_pairs_merges_duplicates_with_counts():
     pair_pixel = v * 6 + u
     pair_voxel = torch.tensor([0, 1, 2, 3, 0, 4])
     voxel_to_coarse = torch.tensor([7, 7, 8, -1, 9])
-    lifted = lift_pairs(pair_frame, pair_pixel, pair_voxel, (4, 6), (2, 3), voxel_to_coarse)
+    lifted = lift_pairs(pair_frame, pair_pixel, pair_voxel, (4, 6), (2, 3), voxel_to_coarse, stride=2)
     naive = Counter()
     for f, vv, uu, vox in zip(pair_frame.tolist(), v.tolist(), u.tolist(), pair_voxel.tolist(), strict=True):
         if voxel_to_coarse[vox] >= 0:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from t4p.config import Config, ConfigError
+from t4p.config import Config, ConfigError, check_validation_split, epochs_resolved, with_epoch_size
 from t4p.data import s3dis
 from t4p.data.augment import AugmentSpec, augment_points, color_to_feats
 from t4p.data.batch import DetBatch, PretrainBatch, SegBatch
@@ -193,8 +193,12 @@ def _find_split_file(root: Path, names: tuple[str, ...]) -> Path | None:
 
 
 def _holdout(units: list[str], split: str, fraction: float) -> list[str]:
-    """Deterministic every-k-th hold-out of ``units`` for ``val``; the rest for ``train``."""
-    if len(units) < 2 or fraction <= 0:
+    """Deterministic every-k-th hold-out of ``units`` for ``val``; the rest for ``train`` (all with fraction 0)."""
+    if fraction <= 0:
+        if split == "val":
+            raise ConfigError("data.val_fraction=0: there is no hold-out to validate or test on (set it > 0)")
+        return units
+    if len(units) < 2:
         return units
     k = max(2, int(round(1 / fraction)))
     val = units[k // 2 :: k] or units[:1]
@@ -204,6 +208,8 @@ def _holdout(units: list[str], split: str, fraction: float) -> list[str]:
 def select_units(cfg: Config, fmt: str, src: Path, units: list[str], manifest: dict, split: str) -> list[str]:
     """The units of ``split`` (train | val | test) for the format's split convention."""
     d = cfg.data
+    if split == "val" and cfg.train.task != "pretrain":
+        check_validation_split(cfg)  # a fraction of 0 would validate on training data
     if fmt == "s3dis-raw":
         rooms = [(manifest["units"][u]["area"], Path(u)) for u in units]
         chosen = s3dis.split_rooms(rooms, split, d.train_areas, d.val_areas, d.test_area, d.val_fraction)
@@ -220,6 +226,11 @@ def select_units(cfg: Config, fmt: str, src: Path, units: list[str], manifest: d
         if cfg.train.task == "pretrain":  # self-supervised: every scan trains; val/test only monitor
             log.warning("%s: no %s; pre-training on every scan", src, names["train"][0])
             return units if split == "train" else _holdout(units, "val", d.val_fraction)
+        if d.val_fraction <= 0:
+            raise ConfigError(
+                f"{src}: no split file ({names['train'][0]}) and data.val_fraction=0: add the official split files "
+                "or set data.val_fraction > 0 to hold out scenes for validation and test"
+            )
         log.warning("%s: no split file (%s); val = test = a hold-out of the scenes", src, names["train"][0])
         return _holdout(units, "val" if split in ("val", "test") else "train", d.val_fraction)
     if split == "test" or (fmt.startswith("scannet-") and cfg.train.task == "pretrain" and split == "val"):
@@ -309,3 +320,29 @@ def make_dataset(cfg: Config, split: str) -> Dataset:
     return PointsDataset(
         files, d.voxel_size, aug, d.num_points if task == "det" else 0, with_boxes=task == "det"
     )
+
+
+def resolve_schedule(cfg: Config, prepare: bool = True) -> Config:
+    """``cfg`` with ``train.epochs`` / ``optim.warmup_epochs`` turned into steps on its training split.
+
+    The split's size is read from the prepared cache's manifest (one sample per frame for pre-training,
+    per room/scene for fine-tuning); ``prepare=False`` leaves ``cfg`` unresolved when no complete
+    cache exists yet (``--dry-run``, ``t4p config show``). Already resolved configs come back unchanged.
+    """
+    if epochs_resolved(cfg):
+        return cfg
+    if not prepare and not _cache_ready(cfg):
+        return cfg
+    n = len(make_dataset(cfg, "train"))
+    out = with_epoch_size(cfg, n)
+    log.info("train.epochs=%d over %d training samples at global batch %d: train.max_steps=%d%s",
+             cfg.train.epochs, n, cfg.train.batch_size, out.train.max_steps,
+             f", optim.warmup_steps={out.optim.warmup_steps}" if cfg.optim.warmup_epochs else "")
+    return out
+
+
+def _cache_ready(cfg: Config) -> bool:
+    if cfg.data.dataset == "synthetic" or not cfg.data.root or not Path(cfg.data.root).exists():
+        return False  # synthetic scenes are generated on first use; real data must be on disk
+    fmt, src, synthetic = resolve_source(cfg)
+    return is_complete(prepared_dir(cfg, fmt, src, prepare_settings(cfg, synthetic)))

@@ -347,22 +347,6 @@ def interpolate_pos_embed(pos: torch.Tensor, grid: tuple[int, int]) -> torch.Ten
     return torch.cat([pos[:1], spatial], dim=0)
 
 
-def dense_cell_index(pixel: torch.Tensor, image_size: tuple[int, int], grid: tuple[int, int],
-                     stride: int = 32) -> torch.Tensor:
-    """Full-resolution pixel ids ``v * W + u`` (P,) -> row of the flattened (h*w) dense grid (P,).
-
-    ModifiedResNet's pools floor, so cell (i, j) covers pixels [32 i, 32 i + 32): the bottom/right
-    remainder (e.g. rows 224..239 of a 240-row image, grid 7 rows) belongs to the last cell.
-    """
-    h, w = grid
-    width = image_size[1]
-    row = torch.div(pixel, width, rounding_mode="floor")
-    col = pixel - row * width
-    i = torch.div(row, stride, rounding_mode="floor").clamp_max(h - 1)
-    j = torch.div(col, stride, rounding_mode="floor").clamp_max(w - 1)
-    return i * w + j  # (P,)
-
-
 class DenseImageEncoder(nn.Module):
     """Frozen ResNet CLIP image tower used densely (Eq. 1): ``(B, 3, H, W) -> (B, d, h, w)``.
 
@@ -375,6 +359,8 @@ class DenseImageEncoder(nn.Module):
     stay small), in no ``parameters()`` (no optimiser or DDP sees it) and is always in eval mode,
     but it follows ``.to()``/``.cuda()``.
     """
+
+    stride = 32  # ModifiedResNet: stem /4, layer2-4 /2 each, all by flooring pools (t4p.losses.pixel_cell_index)
 
     def __init__(self, bundle: ClipBundle, mode: Literal["attnpool", "maskclip"] = "attnpool",
                  fp16: bool = True) -> None:

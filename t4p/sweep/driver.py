@@ -31,6 +31,7 @@ import ray.tune
 from ray import tune
 
 from t4p.config import Config, from_flat_dict, to_flat_dict
+from t4p.data.datasets import resolve_schedule
 from t4p.sweep.plan import Plan, describe, plan_ablation
 from t4p.sweep.stages import StageStore
 from t4p.sweep.trial import SweepContext, finetune_trainable, pretrain_trainable
@@ -210,6 +211,11 @@ def run_ablation(ft_cfg: Config, pt_cfg: Config, *, step_time_s: float = 0.5, nu
         pt_cfg = from_flat_dict(state["pretrain_base"])
     pt_cfg = share_data_caches(pt_cfg, ft_cfg.sweep.storage_path)
     ft_cfg = share_data_caches(ft_cfg, ft_cfg.sweep.storage_path)
+    dry = ft_cfg.sweep.dry_run
+    if not dry:
+        warm_data(ft_cfg, pt_cfg)
+    # epochs -> steps on the prepared training splits, before the plan, the stage keys and the LR schedules
+    ft_cfg, pt_cfg = (resolve_schedule(c, prepare=not dry) for c in (ft_cfg, pt_cfg))
     plan = plan_ablation(ft_cfg, pt_cfg, store)
     print(describe(plan, step_time_s), flush=True)
     if ft_cfg.sweep.dry_run:
@@ -229,7 +235,6 @@ def run_ablation(ft_cfg: Config, pt_cfg: Config, *, step_time_s: float = 0.5, nu
     if tracker:
         tracker.log_text(ctx.parent_run_id, describe(plan, step_time_s), "plan.txt")
 
-    warm_data(ft_cfg, pt_cfg)
     init_ray(num_cpus)
     t0 = time.time()
     done = True

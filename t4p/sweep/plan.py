@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from t4p.config import Config, apply_overrides
+from t4p.config import Config, apply_overrides, epochs_resolved
 from t4p.sweep.stages import StageStore, stage_key
 from t4p.train.ablation_rows import ABLATION_ROWS
 
@@ -107,18 +107,25 @@ def estimate_hours(plan: Plan, step_time_s: float, fit_overhead_s: float = 20.0)
     return {"trial_hours": wall_h, kind: wall_h * per_trial}
 
 
+def steps_text(cfg: Config) -> str:
+    """``12345`` steps, or ``180 ep`` while an epoch-based length waits for the prepared data."""
+    return str(cfg.train.max_steps) if epochs_resolved(cfg) else f"{cfg.train.epochs} ep"
+
+
 def describe(plan: Plan, step_time_s: float, fit_overhead_s: float = 20.0) -> str:
     """The ``--dry-run`` text."""
     task = plan.trials[0].cfg.sweep.task if plan.trials else "-"
     lines = [f"fine-tuning trials: {len(plan.trials)} (task {task})"]
     for t in plan.trials:
-        lines.append(f"  {t.row:5s} seed {t.seed}  steps {t.cfg.train.max_steps:6d}  pretrain {t.stage or '-'}")
+        lines.append(f"  {t.row:5s} seed {t.seed}  steps {steps_text(t.cfg):>6s}  pretrain {t.stage or '-'}")
     lines.append(f"distinct pre-trainings: {len(plan.stages)} ({len(plan.stages_to_run)} to run)")
     for s in plan.stages.values():
         state = "stored" if s.stored else "to run"
-        lines.append(f"  {s.key} seed {s.seed} rows {','.join(s.rows)}: {state}")
+        lines.append(f"  {s.key} seed {s.seed} rows {','.join(s.rows)} steps {steps_text(s.cfg)}: {state}")
     lines.append(f"Ray Train fits: {plan.fits}")
     lines.append(f"pre-training steps saved by stage reuse: {plan.steps_saved_by_reuse()}")
+    if not all(epochs_resolved(c) for c in [*(t.cfg for t in plan.trials), *(s.cfg for s in plan.stages.values())]):
+        lines.append("some lengths are in epochs and the data is not prepared yet: their steps are not counted below")
     est = estimate_hours(plan, step_time_s, fit_overhead_s)
     lines.append(
         "estimate: " + ", ".join(f"{k} {v:.2f}" for k, v in est.items())

@@ -1,9 +1,11 @@
 """Optuna search over dotted config keys with ASHA early stopping, and a final test evaluation.
 
 The search metric comes from the validation split carved out of the training data
-(``finetune.eval_split=val`` is forced for every search trial; the test area is never seen).
-The best config is then trained and evaluated once on the test split, as its own MLflow child
-run tagged ``stage=test``, reported separately from the search.
+(``search_trial_config``: ``finetune.eval_split=val`` and, unless ``data.val_areas`` is set,
+``data.val_fraction=sweep.val_fraction`` for every search trial; the test area is never seen).
+The best config is then retrained on the whole training split and evaluated once on the test
+split (``final_test_config``), as its own MLflow child run tagged ``stage=test`` and
+``train_split=full``, reported separately from the search.
 
 A space is a dict of dotted key -> Tune domain. On the command line a domain is written
 ``KEY=log:LO:HI`` (log-uniform), ``KEY=uniform:LO:HI``, ``KEY=int:LO:HI`` or
@@ -22,7 +24,18 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from t4p.config import Config, _leaf_types, apply_overrides, from_flat_dict, set_value, to_flat_dict
+from t4p.config import (
+    Config,
+    ConfigError,
+    _leaf_types,
+    apply_overrides,
+    check_validation_split,
+    from_flat_dict,
+    set_value,
+    to_flat_dict,
+    without_epoch_size,
+)
+from t4p.data.datasets import resolve_schedule
 from t4p.sweep.driver import (
     close_children,
     init_ray,
@@ -35,6 +48,7 @@ from t4p.sweep.driver import (
     share_data_caches,
     warm_data,
 )
+from t4p.sweep.plan import steps_text
 from t4p.sweep.trial import SweepContext, finetune_trainable, tracked_fit
 from t4p.tracking import Tracker, resolve_uri
 
@@ -109,6 +123,32 @@ def eval_key(cfg: Config, key: str):
     return obj
 
 
+def search_split_overrides(cfg: Config) -> list[str]:
+    """What every search trial overrides: validate on ``data.val_areas`` or a ``sweep.val_fraction`` hold-out."""
+    if cfg.data.val_areas:
+        return ["finetune.eval_split=val"]
+    if cfg.sweep.val_fraction <= 0:
+        raise ConfigError("sweep.val_fraction=0 and data.val_areas is empty: a search needs a validation split of "
+                          "the training data (set sweep.val_fraction, e.g. 0.2, or data.val_areas)")
+    return ["finetune.eval_split=val", f"data.val_fraction={cfg.sweep.val_fraction}"]
+
+
+def search_trial_config(cfg: Config) -> Config:
+    """The config a search trial starts from: ``cfg`` validating on its hold-out (epochs re-derived for it)."""
+    out = apply_overrides(without_epoch_size(cfg), search_split_overrides(cfg))
+    check_validation_split(out)
+    return out
+
+
+def final_test_config(cfg: Config, best: dict) -> Config:
+    """The search's final run: ``best`` on the WHOLE training split (no hold-out), evaluated on the test split."""
+    out = apply_overrides(without_epoch_size(cfg), ["finetune.eval_split=test", "data.val_fraction=0",
+                                                     "data.val_areas="])
+    for key, value in best.items():
+        set_value(out, key, value)
+    return out
+
+
 def _study_storage(cfg: Config) -> str:
     path = Path(cfg.sweep.storage_path) / "t4p_sweeps" / f"{cfg.sweep.experiment}-optuna.db"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -134,8 +174,11 @@ def run_search(cfg: Config, space: dict | None = None, *, metric: str = DEFAULT_
         cfg.sweep.resume = True
     else:
         sweep_id = new_sweep_id()
+        if not cfg.sweep.dry_run:
+            warm_data(cfg)
+        cfg = resolve_schedule(search_trial_config(cfg), prepare=not cfg.sweep.dry_run)
     plan = (f"search {sweep_id}: {cfg.sweep.trials} trials, <= {cfg.sweep.max_concurrent} at once, metric {metric} "
-            f"({mode}) on the val split, ASHA on 'step' (max {cfg.train.max_steps}), space: "
+            f"({mode}) on the val split, ASHA on 'step' (max {steps_text(cfg)}), space: "
             + ", ".join(sorted(space)))
     fits = cfg.sweep.trials + int(evaluate_test)
     hours = (fits * cfg.train.max_steps * step_time_s + fits * fit_overhead_s) / 3600
@@ -152,13 +195,12 @@ def run_search(cfg: Config, space: dict | None = None, *, metric: str = DEFAULT_
         sweep_id=sweep_id, experiment=cfg.tracking.experiment or cfg.sweep.experiment,
         storage_path=cfg.sweep.storage_path, stage_store=cfg.sweep.stage_store,
         finetune_base=to_flat_dict(cfg), tracking_uri=uri,
-        fixed_overrides=("finetune.eval_split=val",), loop_fn=loop_fn,
+        fixed_overrides=tuple(search_split_overrides(cfg)), loop_fn=loop_fn,
     )
     tracker = Tracker(uri, ctx.experiment) if uri else None
     open_parent(tracker, ctx, cfg, "search", {"metric": metric, "space": ",".join(sorted(space))})
     save_state(cfg, ctx, {"kind": "search"})
 
-    warm_data(cfg)
     init_ray(num_cpus)
     searcher = OptunaSearch(metric=metric, mode=mode, study_name=f"t4p-{sweep_id}", seed=cfg.train.seed,
                             points_to_evaluate=list(start_points) or None, storage=RDBStorage(_study_storage(cfg)))
@@ -219,13 +261,13 @@ def _mark_early_stopped(tracker: Tracker | None, ctx: SweepContext, results, max
 
 
 def evaluate_best(cfg: Config, best: dict, ctx: SweepContext) -> dict:
-    """Train the best config once and evaluate it on the test split (child run ``stage=test``)."""
-    test_cfg = apply_overrides(cfg, ["finetune.eval_split=test"])
-    for key, value in best.items():
-        set_value(test_cfg, key, value)
+    """Retrain the best config on the whole training split, evaluate it on the test split (``stage=test``)."""
+    test_cfg = resolve_schedule(final_test_config(cfg, best))
     name = f"{ctx.sweep_id}-best-test"
     set_value(test_cfg, "train.out_dir", str(Path(ctx.storage_path) / "t4p_work" / name))
+    log.info("final run: the best config retrained on the whole training split (no validation hold-out), "
+             "evaluated once on the test split")
     result, _ = tracked_fit(test_cfg, ctx, name=name, trial="best-test", stage="test",
-                            seed=test_cfg.train.seed, extra_tags={"split": "test"})
+                            seed=test_cfg.train.seed, extra_tags={"split": "test", "train_split": "full"})
     metrics = result.metrics or {}
     return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}

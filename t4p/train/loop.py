@@ -186,7 +186,8 @@ def pretrain_terms(core: nn.Module, batch, out, cfg: Config, gen: torch.Generato
     h3d = out.out3d.h3d
     grid_h, grid_w = out.h2d.shape[2:]
     coarse = coarse_index(batch.coords, h3d)  # (M,) encoder row of each input voxel
-    lifted = lift_pairs(batch.pair_frame, batch.pair_pixel, batch.pair_voxel, (big_h, big_w), (grid_h, grid_w), coarse)
+    lifted = lift_pairs(batch.pair_frame, batch.pair_pixel, batch.pair_voxel, (big_h, big_w), (grid_h, grid_w), coarse,
+                        stride=core.image_encoder.stride)  # the encoder's own grid and stride
     keep = sample_pairs(lifted.frame, lc.max_pairs, gen)
     f2d = out.h2d.flatten(2)[lifted.frame[keep], :, lifted.cell[keep]]  # (Q, d)
     f3d = out.out3d.h3d_hat[lifted.voxel[keep]]  # (Q, d)
@@ -274,7 +275,9 @@ def pick_device(cfg: Config, ctx) -> torch.device:
 
 def run(cfg: Config, ctx=None) -> dict:
     """Train ``cfg.train.task`` to ``train.max_steps``; return (and write) the final metrics."""
-    validate(cfg)
+    from t4p.data.datasets import make_dataset, resolve_schedule
+
+    cfg = resolve_schedule(validate(cfg))  # train.epochs -> train.max_steps on the training split (if not yet)
     out_dir = Path(cfg.train.out_dir)
     ctx = ctx if ctx is not None else RunContext(out_dir)
     if cfg.train.num_threads > 0:
@@ -320,7 +323,6 @@ def run(cfg: Config, ctx=None) -> dict:
     start_step = state.step
 
     from t4p.data.classes import class_list
-    from t4p.data.datasets import make_dataset
 
     class_names = list(class_list(cfg.data.classes).names)
     train_ds = make_dataset(cfg, "train")
