@@ -56,6 +56,11 @@ class DataConfig:
     aug_scale_min: float = 0.9
     aug_scale_max: float = 1.1
     aug_color_jitter: float = 0.05
+    aug_rotate_max: float = 3.141592653589793  # rotation about z: U(-max, max) rad (VoteNet: pi/6 SUN, 5 deg ScanNet)
+    aug_flip_y: bool = False  # also mirror y (VoteNet's ScanNet); aug_flip mirrors x
+    # colour as the backbone's input features; false = a constant 1 in each of the 3 channels (VoteNet feeds no
+    # colour; 3 channels keep a colour-pre-trained stem loadable; the height feature is added at the seeds)
+    use_color: bool = True
     synth_scenes: int = 6
     synth_seed: int = 0
     synth_frames_per_scene: int = 8

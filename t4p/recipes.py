@@ -7,6 +7,7 @@ with a reduced SR-UNet, the tiny random-weight CLIP and synthetic scenes, in sec
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from t4p.config import Config, ConfigError, apply_overrides, validate
@@ -75,6 +76,9 @@ def votenet_sunrgbd() -> Config:
     cfg.data.num_points = 20000
     cfg.data.label_version = "v1"
     cfg.data.val_fraction = 0.0  # the whole official train list (searches: sweep.val_fraction)
+    # VoteNet's SUN RGB-D augmentation: x flip, rotation U(-30, 30) deg, scale U(0.85, 1.15)
+    cfg.data.aug_rotate_max = math.pi / 6
+    cfg.data.aug_scale_min, cfg.data.aug_scale_max = 0.85, 1.15
     cfg.train.task = "det"
     cfg.sweep.task = "det-sunrgbd"
     cfg.train.batch_size = 64
@@ -101,7 +105,11 @@ def votenet_scannet() -> Config:
     cfg.train.batch_size = 32
     cfg.train.epochs = 180  # not stated by the paper: SUN RGB-D's 180 (1201 training scans: 180 * 38 steps)
     cfg.optim.warmup_epochs = 15
-    cfg.finetune.oriented_boxes = False
+    cfg.finetune.oriented_boxes = False  # boxes are re-bounded after the rotation (t4p.data.augment)
+    # VoteNet's ScanNet augmentation: flips of x and y, rotation U(-5, 5) deg, no scaling
+    cfg.data.aug_flip_y = True
+    cfg.data.aug_rotate_max = math.radians(5)
+    cfg.data.aug_scale_min = cfg.data.aug_scale_max = 1.0
     return validate(cfg)
 
 
@@ -187,6 +195,8 @@ def smoke_det() -> Config:
     # all points: 0.38. docs/design_notes.md, "The detection smoke run".
     cfg.data.num_points = 0
     cfg.data.voxel_size = 0.15
+    cfg.data.aug_rotate_max = math.pi  # the augmentation the smoke run was measured with
+    cfg.data.aug_scale_min, cfg.data.aug_scale_max = 0.9, 1.1
     cfg.finetune.num_seeds = 256  # VoteNet: 1024 seeds / 256 proposals for 20k points
     cfg.finetune.num_proposals = 64
     cfg.train.max_steps = 60

@@ -110,15 +110,23 @@ class PointsDataset(Dataset):
         augment: AugmentSpec | None,
         num_points: int = 0,
         with_boxes: bool = False,
+        use_color: bool = True,
     ):
         self.files = files
         self.voxel_size = voxel_size
         self.augment = augment
         self.num_points = num_points
         self.with_boxes = with_boxes
+        self.use_color = use_color
 
     def __len__(self) -> int:
         return len(self.files)
+
+    def _feats(self, rgb: np.ndarray, point2voxel: np.ndarray, m: int) -> np.ndarray:
+        """(M, 3) input features: the voxels' mean colour, or constant 1 with ``data.use_color=false``."""
+        if not self.use_color:
+            return np.ones((m, 3), np.float32)
+        return color_to_feats(voxel_mean_color(rgb, point2voxel, m))
 
     def __getitem__(self, i: int) -> dict:
         a = load_arrays(self.files[i])
@@ -135,7 +143,7 @@ class PointsDataset(Dataset):
         return {
             "scene_id": self.files[i].stem,
             "coords": coords,
-            "feats": color_to_feats(voxel_mean_color(rgb, vox.point2voxel, len(coords))),
+            "feats": self._feats(rgb, vox.point2voxel, len(coords)),
             "labels": vox.labels,
             "point2voxel": vox.point2voxel,
             "point_labels": labels.astype(np.int64),
@@ -314,11 +322,19 @@ def make_dataset(cfg: Config, split: str) -> Dataset:
     if task == "pretrain":
         return PretrainDataset(files)
     d = cfg.data
-    aug = None
-    if split == "train" and d.augment:
-        aug = AugmentSpec(d.aug_flip, d.aug_rotate_z, d.aug_scale_min, d.aug_scale_max, d.aug_color_jitter)
+    aug = augment_spec(cfg) if split == "train" and d.augment else None
     return PointsDataset(
-        files, d.voxel_size, aug, d.num_points if task == "det" else 0, with_boxes=task == "det"
+        files, d.voxel_size, aug, d.num_points if task == "det" else 0, with_boxes=task == "det", use_color=d.use_color
+    )
+
+
+def augment_spec(cfg: Config) -> AugmentSpec:
+    """The training augmentation of ``cfg``; detection without headings (ScanNet) gets axis-aligned boxes."""
+    d = cfg.data
+    return AugmentSpec(
+        flip=d.aug_flip, rotate_z=d.aug_rotate_z, scale_min=d.aug_scale_min, scale_max=d.aug_scale_max,
+        color_jitter=d.aug_color_jitter, rotate_max=d.aug_rotate_max, flip_y=d.aug_flip_y,
+        axis_aligned_boxes=cfg.train.task == "det" and not cfg.finetune.oriented_boxes,
     )
 
 

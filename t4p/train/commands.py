@@ -186,6 +186,8 @@ def predict_scene(model, cfg, xyz: np.ndarray, rgb: np.ndarray) -> np.ndarray:
     coords = vox.coords - vox.coords.min(axis=0)  # (M, 3) non-negative, as the datasets do
     coords = np.concatenate([np.zeros((len(coords), 1), np.int32), coords.astype(np.int32)], 1)  # (M, 4)
     feats = color_to_feats(np.clip(rgb[vox.voxel2point], 0, 255))  # (M, 3) in [-0.5, 0.5] as in training
+    if not cfg.data.use_color:
+        feats = np.ones_like(feats)  # as PointsDataset feeds them
     batch = SimpleNamespace(coords=torch.from_numpy(coords), feats=torch.from_numpy(feats).float())
     pred = model(batch).logits.argmax(1).numpy()  # (M,)
     return pred[vox.point2voxel]
