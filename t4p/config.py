@@ -124,7 +124,11 @@ class LossConfig:
 class OptimConfig:
     lr: float = 0.1
     momentum: float = 0.9
+    dampening: float = 0.0  # SGD dampening (PyTorch: 0; PointContrast: 0.1); the paper is silent
     weight_decay: float = 1e-4
+    # exclude BatchNorm, biases and TQM alpha/beta from weight decay; the paper recipes decay every parameter
+    # ("Weight decay is set to 0.0001", App. B.1), the smoke recipes keep the exclusion
+    wd_exclude_norm_bias: bool = True
     schedule: Literal["exp", "poly", "cosine", "constant"] = "poly"
     exp_gamma: float = 0.99
     exp_every: int = 1000  # PointContrast applies the 0.99 decay every 1000 iterations
@@ -166,6 +170,8 @@ class FinetuneConfig:
     offset_weight: float = 1.0
     cluster_radius: float = 0.03
     cluster_min_points: int = 50
+    # evaluation drops proposals and GT instances below this many points (the ScanNet benchmark's 100)
+    min_region_size: int = 100
     # Detection (VoteNet)
     num_proposals: int = 256
     vote_radius: float = 0.3
@@ -419,6 +425,7 @@ def validate(cfg: Config) -> Config:
         "loss.tau": cfg.loss.tau,
         "loss.aux_tau": cfg.loss.aux_tau,
         "train.batch_size": cfg.train.batch_size,
+        "finetune.min_region_size": cfg.finetune.min_region_size,
         "train.grad_accum": cfg.train.grad_accum,
         "sweep.workers_per_trial": cfg.sweep.workers_per_trial,
     }

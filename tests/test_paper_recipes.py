@@ -28,6 +28,7 @@ PAPER = {
     "s3dis_semseg": {
         "data.voxel_size": 0.05, "data.val_fraction": 0.0, "data.test_area": 5, "data.train_areas": [1, 2, 3, 4, 6],
         "optim.lr": 0.1, "optim.schedule": "poly", "optim.poly_power": 0.9, "optim.weight_decay": 1e-4,
+        "optim.wd_exclude_norm_bias": False,
         "train.epochs": 0, "train.max_steps": 60000, "train.batch_size": 48, "loss.aux": True, "loss.aux_tau": 0.07,
         "model.prompt_learning": True, "model.n_ctx": 8, "model.tqm": True, "finetune.eval_split": "test",
     },
@@ -43,7 +44,7 @@ PAPER = {
         "optim.schedule": "cosine", "finetune.oriented_boxes": False, "data.classes": "scannet18",
     },
 }
-PAPER["s3dis_insseg"] = {**PAPER["s3dis_semseg"], "train.task": "insseg"}
+PAPER["s3dis_insseg"] = {**PAPER["s3dis_semseg"], "train.task": "insseg", "finetune.min_region_size": 100}
 
 
 def _show(capsys, *argv: str) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from pathlib import Path
@@ -110,3 +111,31 @@ def test_crafted_pickle_checkpoint_is_refused_without_running_code(tmp_path):
     torch.save({"payload": _TouchOnUnpickle(tmp_path / "unsafe_ran")}, proof)
     torch.load(proof, weights_only=False)
     assert (tmp_path / "unsafe_ran").exists()
+
+
+class _WithTqmScalars(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+        self.alpha = torch.nn.Parameter(torch.ones(()))
+        self.beta = torch.nn.Parameter(torch.zeros(()))
+
+
+@pytest.mark.parametrize("recipe", ["pretrain_scannet", "s3dis_semseg", "s3dis_insseg"])
+def test_paper_recipes_decay_every_parameter(recipe):
+    """App. B.1 "Weight decay is set to 0.0001", no exclusion: BatchNorm, biases, TQM alpha/beta decay too."""
+    model = _WithTqmScalars()
+    optim = get_recipe(recipe).optim
+    opt = build_optimizer(model, optim)
+    decay_of = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    assert {decay_of[id(p)] for p in model.parameters()} == {1e-4} and len(decay_of) == 6
+    excluded = build_optimizer(model, dataclasses.replace(optim, wd_exclude_norm_bias=True))
+    decay_of = {id(p): g["weight_decay"] for g in excluded.param_groups for p in g["params"]}
+    decayed = [n for n, p in model.named_parameters() if decay_of[id(p)] > 0]
+    assert decayed == ["body.0.weight"]  # the smoke recipes' choice: only matrices decay
+    assert get_recipe("smoke_semseg").optim.wd_exclude_norm_bias
+
+
+def test_sgd_dampening_is_a_config_field():
+    opt = build_optimizer(torch.nn.Linear(2, 2), OptimConfig(dampening=0.1))
+    assert all(g["dampening"] == 0.1 for g in opt.param_groups)

@@ -151,16 +151,11 @@ def flat_det_scores(scores: dict, split: str) -> dict:
 
 
 def build_det_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
-    from t4p.train.optim import build_optimizer
+    from t4p.train.optim import build_optimizer, decay_groups
 
     if cfg.finetune.det_optimizer == "sgd":
         return build_optimizer(model, cfg.optim)
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 or name.endswith((".alpha", ".beta")) else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.Adam([g for g in groups if g["params"]], lr=cfg.optim.lr)
+    return torch.optim.Adam(decay_groups(model, cfg.optim), lr=cfg.optim.lr)
 
 
 def _batches(n: int, batch_size: int, steps: int, seed: int):

@@ -50,17 +50,16 @@ def insseg_terms(core: nn.Module, batch, out, cfg: Config, gen: torch.Generator)
     return terms
 
 
-@torch.no_grad()
-def evaluate_insseg(core: nn.Module, loader, cfg: Config, device: torch.device, class_names,
-                    min_region_size: int | None = None) -> dict:
-    """Cluster every scene of ``loader`` and score AP / mPrec / mRec on its original points.
+def instance_evaluator(cfg: Config, class_names) -> InstanceEvaluator:
+    """The evaluator of ``cfg``: proposals and GT below ``finetune.min_region_size`` points are dropped."""
+    return InstanceEvaluator(list(class_names), min_region_size=cfg.finetune.min_region_size)
 
-    ``min_region_size`` (the metrics' size filter) defaults to ``finetune.cluster_min_points``
-    capped at the benchmark's 100.
-    """
+
+@torch.no_grad()
+def evaluate_insseg(core: nn.Module, loader, cfg: Config, device: torch.device, class_names) -> dict:
+    """Cluster every scene of ``loader`` and score AP / mPrec / mRec on its original points."""
     f = cfg.finetune
-    size = min(100, f.cluster_min_points) if min_region_size is None else min_region_size
-    ev = InstanceEvaluator(list(class_names), min_region_size=size)
+    ev = instance_evaluator(cfg, class_names)
     was_training = core.training
     core.eval()
     for batch in loader:

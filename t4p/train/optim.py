@@ -10,20 +10,30 @@ from torch import nn
 from t4p.config import OptimConfig
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.SGD:
-    """Momentum SGD over the trainable parameters; no weight decay on norms, biases and TQM's alpha/beta."""
+def decay_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
+    """Parameter groups of the trainable parameters with their weight decay.
+
+    ``optim.wd_exclude_norm_bias``: norms, biases and TQM's alpha/beta (every parameter with <= 1
+    dimension) get none; otherwise every parameter decays (the paper recipes).
+    """
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim <= 1 or name.endswith((".alpha", ".beta")) else decay).append(p)
+        excluded = cfg.wd_exclude_norm_bias and (p.ndim <= 1 or name.endswith((".alpha", ".beta")))
+        (no_decay if excluded else decay).append(p)
     if not decay and not no_decay:
         raise ValueError("build_optimizer: the model has no trainable parameters")
     groups = [
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    return torch.optim.SGD([g for g in groups if g["params"]], lr=cfg.lr, momentum=cfg.momentum)
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.SGD:
+    """Momentum SGD over the trainable parameters (weight decay per ``decay_groups``)."""
+    return torch.optim.SGD(decay_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum, dampening=cfg.dampening)
 
 
 def lr_factor(step: int, cfg: OptimConfig, max_steps: int) -> float:
