@@ -1,6 +1,6 @@
 """Every row of Tables 5/6 and App. C: what its switches really change.
 
-For each row (``t4p.train.ablation_rows``): the trainable parameters (TQM, prompt context, random
+For each row (``t4p.sweep.rows``): the trainable parameters (TQM, prompt context, random
 embeddings; CLIP always frozen), whether the CLIP text encoder runs, which loss terms are non-zero,
 and which pre-training checkpoint (by config hash) the fine-tuning loaded.
 """
@@ -14,7 +14,7 @@ from open_clip.transformer import Transformer
 
 from t4p.config import ConfigError
 from t4p.recipes import get_recipe
-from t4p.train.ablation_rows import ABLATION_ROWS
+from t4p.sweep.rows import ABLATION_ROWS
 from t4p.train.checkpoint import load_checkpoint
 from t4p.train.loop import build_model, run
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from t4p.train.instance_metrics import IOU_THRESHOLDS, PAPER_TABLE2, InstanceEvaluator, Proposals
+from t4p.train.instance_metrics import IOU_THRESHOLDS, InstanceEvaluator, Proposals
 
 NAMES = [f"c{i}" for i in range(13)]  # 13 classes as S3DIS; classes without GT are left out of the means
 
@@ -115,11 +115,6 @@ def test_proposal_on_void_is_ignored_and_small_regions_dropped():
     ev = InstanceEvaluator(NAMES, min_region_size=1)
     ev.add_scene(labels, inst, Proposals.from_masks(masks[:1], [0], [0.5]))
     assert ev.compute()["ap"]["c2"] == 0.0 and ev.compute()["prec"]["c2"] == 0.0
-
-
-def test_paper_numbers_present():
-    assert PAPER_TABLE2["Text4Point"] == {"map": 47.3, "map50": 62.7, "mprec": 63.9, "mrec": 68.2}
-    assert PAPER_TABLE2["SR-UNet"]["map50"] == 59.3
 
 
 # --------------------------------------------------------------------------- naive reference

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from t4p.config import Config, apply_overrides, epochs_resolved
+from t4p.sweep.rows import ABLATION_ROWS
 from t4p.sweep.stages import StageStore, stage_key
-from t4p.train.ablation_rows import ABLATION_ROWS
 
 
 @dataclass

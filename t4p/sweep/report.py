@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from t4p.paper import per_class_table
+from t4p.sweep.rows import ABLATION_ROWS
 from t4p.sweep.tasks import TaskSpec, task_spec
-from t4p.train.ablation_rows import ABLATION_ROWS
-from t4p.train.det_metrics import SHORT_NAMES
 
 NOT_COMPARABLE = "synthetic data / random CLIP weights — not comparable to the paper"
 
@@ -132,16 +132,9 @@ def table_rows(results: list[RowResult], spec: TaskSpec) -> list[dict[str, str]]
 
 def per_class_markdown(results: list[RowResult], table: dict) -> list[str]:
     """Per-class AP@0.5 in the layout of the paper's Table 7/8: the paper's methods, then our rows (means)."""
-    names = table["classes"]
-    lines = ["| Method | " + " | ".join(SHORT_NAMES.get(n, n) for n in names) + " | mAP |",
-             "|" + "---|" * (len(names) + 2)]
-    for method, values in table["rows"].items():
-        lines.append(f"| {method} (paper) | " + " | ".join(f"{v:.1f}" for v in values) + " |")
-    for res in results:
-        means = [float(np.mean(res.per_class[n])) if res.per_class.get(n) else math.nan for n in names]
-        means.append(res.stats("mAP@0.5")[0])
-        lines.append(f"| {res.row} (ours) | " + " | ".join("-" if math.isnan(v) else f"{v:.1f}" for v in means) + " |")
-    return lines
+    ours = {f"{res.row} (ours)": ({n: float(np.mean(v)) for n, v in res.per_class.items() if v},
+                                  res.stats("mAP@0.5")[0]) for res in results}
+    return per_class_table(table, ours).splitlines()
 
 
 TITLES = {

@@ -1,6 +1,6 @@
 """The tasks a sweep runs (``sweep.task``): recipes, metrics and the paper's numbers (no Ray, no MLflow).
 
-The ablation rows (``t4p.train.ablation_rows``) are the same for every task: they switch TQM,
+The ablation rows (``t4p.sweep.rows``) are the same for every task: they switch TQM,
 pre-training, the auxiliary loss, prompt learning and the text source of the fine-tuning model,
 whatever its head. What differs per task is the recipe, the metrics the loop reports, which
 metric a search optimises, and which rows the paper reports numbers for:
@@ -16,10 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from t4p import paper
 from t4p.config import Config
-from t4p.train.ablation_rows import ABLATION_ROWS
-from t4p.train.det_metrics import PAPER_TABLE7, PAPER_TABLE8
-from t4p.train.instance_metrics import PAPER_TABLE2
 
 
 @dataclass(frozen=True)
@@ -40,7 +38,7 @@ class TaskSpec:
     metrics: tuple[Metric, ...]  # the first one is the search metric and the chart's
     paper: dict[str, dict[str, float]]  # row -> metric label -> the paper's number (percent)
     paper_source: str
-    per_class_table: dict | None = field(default=None)  # det: PAPER_TABLE7 / 8 for the per-class AP@0.5 section
+    per_class_table: dict | None = field(default=None)  # det: t4p.paper.TABLE7 / 8 for the per-class AP@0.5 section
 
     @property
     def search_metric(self) -> str:
@@ -52,7 +50,7 @@ def _det_paper(table: dict) -> dict[str, dict[str, float]]:
     return {"T5-1": {"mAP@0.5": rows["VoteNet* (SR-UNet)"][-1]}, "T5-5": {"mAP@0.5": rows["VoteNet+Text4Point*"][-1]}}
 
 
-_INS = PAPER_TABLE2["Text4Point"]
+_INS = paper.TABLE2["Text4Point"]
 _DET_METRICS = (Metric("mAP@0.25", "map_0.25", "map@0.25"), Metric("mAP@0.5", "map_0.5", "map@0.5"))
 _DET_DEMO = ("data.classes=scannet18", "finetune.oriented_boxes=false")
 
@@ -62,7 +60,7 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec(
             name="semseg", train_task="semseg", classes="s3dis13", recipe="s3dis_semseg", demo_recipe="smoke_semseg",
             demo_overrides=(), metrics=(Metric("mIoU", "miou", "miou"), Metric("mAcc", "macc", "macc")),
-            paper={r: {"mIoU": s.paper_miou, "mAcc": s.paper_macc} for r, s in ABLATION_ROWS.items()},
+            paper=paper.ABLATION,
             paper_source="Tables 5/6 and App. C (C: mIoU only)",
         ),
         TaskSpec(
@@ -70,7 +68,7 @@ TASKS: dict[str, TaskSpec] = {
             demo_overrides=(),
             metrics=(Metric("mAP@0.5", "map50", "map50"), Metric("mAP", "map", "map"),
                      Metric("mPrec", "mprec", "mprec"), Metric("mRec", "mrec", "mrec")),
-            paper={"T5-1": {"mAP@0.5": PAPER_TABLE2["SR-UNet"]["map50"]},
+            paper={"T5-1": {"mAP@0.5": paper.TABLE2["SR-UNet"]["map50"]},
                    "T5-5": {"mAP@0.5": _INS["map50"], "mAP": _INS["map"], "mPrec": _INS["mprec"],
                             "mRec": _INS["mrec"]}},
             paper_source="Table 2 (S3DIS Area 5): Text4Point = T5-5, SR-UNet = T5-1",
@@ -78,13 +76,13 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec(
             name="det-sunrgbd", train_task="det", classes="sunrgbd10", recipe="votenet_sunrgbd",
             demo_recipe="smoke_det", demo_overrides=(), metrics=(_DET_METRICS[1], _DET_METRICS[0]),
-            paper=_det_paper(PAPER_TABLE7), per_class_table=PAPER_TABLE7,
+            paper=_det_paper(paper.TABLE7), per_class_table=paper.TABLE7,
             paper_source="Table 7 (SUN RGB-D v1): VoteNet+Text4Point* = T5-5, VoteNet* (SR-UNet) = T5-1",
         ),
         TaskSpec(
             name="det-scannet", train_task="det", classes="scannet18", recipe="votenet_scannet",
             demo_recipe="smoke_det", demo_overrides=_DET_DEMO, metrics=(_DET_METRICS[1], _DET_METRICS[0]),
-            paper=_det_paper(PAPER_TABLE8), per_class_table=PAPER_TABLE8,
+            paper=_det_paper(paper.TABLE8), per_class_table=paper.TABLE8,
             paper_source="Table 8 (ScanNet v2): VoteNet+Text4Point* = T5-5, VoteNet* (SR-UNet) = T5-1",
         ),
     )

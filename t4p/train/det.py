@@ -216,8 +216,10 @@ def train_det(cfg: Config, eval_split: str | None = None, device: str | torch.de
     names = list(class_list(cfg.data.classes).names)
     scores = evaluate_det(model, loader, cfg, device, names)
     if cfg.data.classes in ("sunrgbd10", "scannet18"):  # the paper's Table 7 / 8 layout, ours last
-        from t4p.train.det_metrics import paper_table
+        from t4p.paper import DETECTION_TABLES, per_class_table
 
-        log.info("AP@0.5 per class (%s):\n%s", split, paper_table(scores, cfg.data.classes))
+        ours = {n: 100 * v for n, v in scores["ap@0.5"].items()}
+        table = per_class_table(DETECTION_TABLES[cfg.data.classes], {"t4p (this run)": (ours, 100 * scores["map@0.5"])})
+        log.info("AP@0.5 per class (%s):\n%s", split, table)
     return {"terms": terms, "train_seconds": train_time, "scores": scores, **flat_det_scores(scores, split),
             "model": model}

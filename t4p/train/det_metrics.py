@@ -17,38 +17,6 @@ import torch
 
 from t4p.models.box_ops import iou_3d
 
-# Per-class AP@0.5 from the paper's appendix (Table 7: SUN RGB-D v1, 10 classes; Table 8: ScanNet v2, 18 classes).
-PAPER_TABLE7 = {
-    "classes": ("bed", "table", "sofa", "chair", "toilet", "desk", "dresser", "night_stand", "bookshelf", "bathtub"),
-    "rows": {
-        "VoteNet": (47.3, 19.7, 41.4, 54.1, 58.6, 5.2, 13.6, 35.0, 4.6, 49.9, 32.9),
-        "VoteNet* (SR-UNet)": (47.8, 19.6, 48.1, 54.6, 60.0, 6.3, 15.8, 27.3, 5.4, 32.1, 31.7),
-        "VoteNet+PPKT*": (52.1, 17.6, 50.3, 52.3, 58.1, 6.2, 13.0, 43.7, 9.4, 36.6, 33.9),
-        "VoteNet+PointContrast*": (50.5, 19.4, 51.8, 54.9, 57.4, 7.5, 16.2, 37.0, 5.9, 47.6, 34.8),
-        "VoteNet+Text4Point*": (52.7, 20.2, 52.5, 52.2, 64.1, 6.6, 15.4, 43.0, 8.4, 54.7, 37.0),
-    },
-}
-PAPER_TABLE8 = {
-    "classes": ("cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf", "picture", "counter",
-                "desk", "curtain", "refrigerator", "showercurtrain", "toilet", "sink", "bathtub", "garbagebin"),
-    "rows": {
-        "VoteNet": (8.1, 76.1, 67.2, 68.8, 42.4, 15.3, 6.4, 28.0, 1.3, 9.5, 37.5, 11.6, 27.8, 10.0, 86.5, 16.8,
-                    78.9, 11.7, 33.5),
-        "VoteNet* (SR-UNet)": (9.9, 70.5, 70.0, 60.5, 43.4, 21.8, 10.5, 33.3, 0.8, 15.4, 33.3, 26.6, 39.3, 9.7,
-                               74.7, 23.7, 75.8, 18.1, 35.4),
-        "VoteNet+PointContrast*": (13.1, 74.7, 75.4, 61.3, 44.8, 19.8, 12.9, 32.0, 0.9, 21.9, 31.9, 27.0, 32.6,
-                                   17.5, 87.4, 23.2, 80.8, 26.7, 38.0),
-        "VoteNet+PPKT*": (8.0, 70.3, 72.6, 57.0, 40.3, 23.3, 11.4, 45.3, 3.5, 18.8, 38.1, 25.1, 31.3, 35.5, 86.7,
-                          18.1, 87.1, 28.1, 38.9),
-        "VoteNet+Text4Point*": (8.0, 72.6, 69.5, 61.3, 44.1, 21.7, 14.6, 38.2, 1.9, 13.4, 35.9, 23.7, 31.7, 53.1,
-                                90.2, 26.3, 79.2, 29.3, 39.7),
-    },
-}
-PAPER_TABLES = {"sunrgbd10": PAPER_TABLE7, "scannet18": PAPER_TABLE8}
-SHORT_NAMES = {"night_stand": "nightstd", "bookshelf": "bkshlf", "cabinet": "cab", "window": "wind",
-               "picture": "pic", "counter": "cntr", "refrigerator": "refrig", "showercurtrain": "shower",
-               "garbagebin": "garbage"}
-
 
 def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
     """Area under the monotone precision envelope (VOC 2010+), recall ascending."""
@@ -134,17 +102,3 @@ class DetEvaluator:
             out[f"ap@{t}"] = aps
             out[f"map@{t}"] = float(np.mean(valid)) if valid else math.nan
         return out
-
-
-def paper_table(scores: dict, class_key: str, threshold: float = 0.5, ours: str = "t4p (this run)") -> str:
-    """A markdown table in the layout of the paper's Table 7 (sunrgbd10) or 8 (scannet18), ours last."""
-    table = PAPER_TABLES[class_key]
-    names = table["classes"]
-    head = "| Method | " + " | ".join(SHORT_NAMES.get(n, n) for n in names) + " | mAP |"
-    lines = [head, "|" + "---|" * (len(names) + 2)]
-    for method, row in table["rows"].items():
-        lines.append(f"| {method} | " + " | ".join(f"{v:.1f}" for v in row) + " |")
-    aps = scores[f"ap@{threshold}"]
-    ours_row = [100 * aps.get(n, math.nan) for n in names] + [100 * scores[f"map@{threshold}"]]
-    lines.append(f"| {ours} | " + " | ".join("-" if math.isnan(v) else f"{v:.1f}" for v in ours_row) + " |")
-    return "\n".join(lines)

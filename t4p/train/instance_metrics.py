@@ -38,13 +38,6 @@ import numpy as np
 IOU_THRESHOLDS = np.append(np.arange(0.5, 0.95, 0.05), 0.25)  # the benchmark's list; the last is 0.25
 PREC_REC_IOU = 0.5
 
-# Table 2 of the paper (S3DIS Area 5 instance segmentation), percentages, for the report layer.
-PAPER_TABLE2: dict[str, dict[str, float]] = {
-    "Text4Point": {"map": 47.3, "map50": 62.7, "mprec": 63.9, "mrec": 68.2},
-    "SR-UNet": {"map50": 59.3},
-}
-
-
 @dataclass
 class Proposals:
     """Instance proposals of one scene as (point, proposal) membership pairs (masks may overlap).

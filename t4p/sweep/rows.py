@@ -5,7 +5,8 @@ smoke recipe) and, when it starts from a pre-trained model, how that pre-trainin
 the pre-training recipe (``pretrain_scannet``). Rows whose ``pretrain`` overrides are equal share
 one pre-training checkpoint: T5-3, T5-4 and T5-5 share one; T6 and C each have their own.
 
-The sweep driver and the tests import ``ABLATION_ROWS``; nothing else defines these rows.
+The sweep layer (plan, report) and the tests import ``ABLATION_ROWS``; nothing else defines these
+rows. The paper's numbers for each row are in ``t4p.paper.ABLATION`` (by row id).
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ class RowSpec:
     description: str
     finetune: tuple[str, ...]  # dotted overrides applied to the fine-tuning recipe
     pretrain: tuple[str, ...] | None  # overrides of the pre-training recipe; None = from scratch
-    paper_miou: float
-    paper_macc: float
 
     @property
     def needs_pretrain(self) -> bool:
@@ -62,56 +61,42 @@ ABLATION_ROWS: dict[str, RowSpec] = {
             description="SR-UNet34 from scratch (no TQM, no text)",
             finetune=_finetune(False, "clip", False, False),
             pretrain=None,
-            paper_miou=66.7,
-            paper_macc=74.4,
         ),
         RowSpec(
             name="T5-2",
             description="+ TQM with fixed CLIP text, no pre-training",
             finetune=_finetune(True, "clip", False, False),
             pretrain=None,
-            paper_miou=67.0,
-            paper_macc=74.9,
         ),
         RowSpec(
             name="T5-3",
             description="+ Text4Point pre-training",
             finetune=_finetune(True, "clip", False, False),
             pretrain=_PRETRAIN_CLIP,
-            paper_miou=69.3,
-            paper_macc=76.4,
         ),
         RowSpec(
             name="T5-4",
             description="+ auxiliary loss (Eq. 15-16)",
             finetune=_finetune(True, "clip", False, True),
             pretrain=_PRETRAIN_CLIP,
-            paper_miou=70.1,
-            paper_macc=76.7,
         ),
         RowSpec(
             name="T5-5",
             description="+ prompt learning (full Text4Point)",
             finetune=_finetune(True, "clip", True, True),
             pretrain=_PRETRAIN_CLIP,
-            paper_miou=70.4,
-            paper_macc=77.3,
         ),
         RowSpec(
             name="T6",
             description="random learnable text embeddings in pre-training and fine-tuning",
             finetune=_finetune(True, "random", False, True),
             pretrain=_pretrain("random", depth=True),
-            paper_miou=68.6,
-            paper_macc=74.9,
         ),
         RowSpec(
             name="C",
             description="full Text4Point pre-trained without the depth loss (App. C)",
             finetune=_finetune(True, "clip", True, True),
             pretrain=_pretrain("clip", depth=False),
-            paper_miou=70.4 - 0.7,
-            paper_macc=float("nan"),  # the appendix reports the mIoU drop only
         ),
     )
 }
