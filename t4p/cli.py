@@ -11,7 +11,7 @@ from t4p.recipes import RECIPES, get_recipe
 
 # Each module defines `register(subparsers)` adding its subcommands; a subcommand's
 # handler is stored as `func` and returns an exit code.
-COMMAND_MODULES = ("t4p.data.commands", "t4p.train.commands")
+COMMAND_MODULES = ("t4p.commands.data", "t4p.commands.train")
 
 
 def _config_show(args: argparse.Namespace) -> int:

@@ -146,11 +146,13 @@ def test_cli_prepare_and_inspect(shared_data, tmp_path, capsys, rgbd_scenes):
 @pytest.mark.slow
 def test_prepare_as_ray_tasks(shared_data, tmp_path):
     ray = pytest.importorskip("ray")
+    from t4p.sweep.prepare_ray import run_ray_tasks
+
     for area in (1, 2):
         layout_s3dis_room(shared_data, tmp_path / "s3dis", area=area)
     try:
         ray.init(num_cpus=1, include_dashboard=False)
-        m = prepare("s3dis-raw", tmp_path / "s3dis", tmp_path / "out", executor="ray", progress=False)
+        m = prepare("s3dis-raw", tmp_path / "s3dis", tmp_path / "out", executor=run_ray_tasks, progress=False)
     finally:
         ray.shutdown()
     assert m["complete"] and list(m["units"]) == ["Area_1/office_2", "Area_2/office_2"]

@@ -1,8 +1,9 @@
 """Prepare raw data into caches the datasets read fast: compressed arrays plus a manifest.
 
-``prepare(fmt, src, out, settings, workers)`` splits the source into units (a scene, a
-``.sens`` file, a room), prepares them in parallel (processes on this machine, or Ray tasks
-via ``t4p.sweep.prepare_ray`` with ``executor="ray"``) with a progress bar, and records each
+``prepare(fmt, src, out, settings, workers, executor)`` splits the source into units (a scene, a
+``.sens`` file, a room), prepares them in parallel (processes on this machine by default; the
+caller may pass another executor, e.g. ``t4p.sweep.prepare_ray.run_ray_tasks`` for ``t4p data
+prepare --ray``, so this package never imports the sweep layer) with a progress bar, and records each
 finished unit in ``out/manifest.json``. Every file is written under a temporary name and
 renamed when complete, and a unit enters the manifest only after all its files exist, so an
 interrupted run leaves no half-written file; re-running skips the units already done.
@@ -20,7 +21,7 @@ import fcntl
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -195,6 +196,10 @@ def _done(manifest: dict, unit: str, out: Path) -> bool:
     return entry is not None and all((out / f).exists() for f in entry["files"])
 
 
+# (function, jobs) -> (unit, manifest entry) as each job finishes; job[2] is the unit's name
+Executor = Callable[[Callable[..., dict], list[tuple]], Iterator[tuple[str, dict]]]
+
+
 def _run_local(jobs: list[tuple], workers: int) -> Iterator[tuple[str, dict]]:
     if workers <= 1:
         for job in jobs:
@@ -212,10 +217,14 @@ def prepare(
     out: str | Path,
     settings: PrepareSettings | None = None,
     workers: int = 1,
-    executor: str = "local",
+    executor: Executor | None = None,
     progress: bool = True,
 ) -> dict:
-    """Prepare every unit of ``src`` into ``out`` (skipping finished ones); returns the manifest."""
+    """Prepare every unit of ``src`` into ``out`` (skipping finished ones); returns the manifest.
+
+    ``executor(prepare_unit, jobs)`` yields ``(unit, entry)`` as jobs finish; default: ``workers``
+    processes on this machine.
+    """
     settings = settings or PrepareSettings()
     src, out = Path(src), Path(out)
     units = list_units(fmt, src, settings)
@@ -242,14 +251,7 @@ def prepare(
                 "%s: %d of %d units already prepared, skipping them", out, len(units) - len(todo), len(units)
             )
         jobs = [(fmt, str(src), u, str(out), settings) for u in todo]
-        if executor == "ray":
-            from t4p.sweep.prepare_ray import run_ray_tasks  # lazy: t4p.data never imports ray itself
-
-            results = run_ray_tasks(prepare_unit, jobs)
-        elif executor == "local":
-            results = _run_local(jobs, workers)
-        else:
-            raise ValueError(f"executor {executor!r}: expected 'local' or 'ray'")
+        results = executor(prepare_unit, jobs) if executor is not None else _run_local(jobs, workers)
         bar = tqdm(total=len(jobs), desc=f"prepare {fmt}", unit="unit", disable=not progress or not jobs)
         for unit, entry in results:
             manifest["units"][unit] = entry

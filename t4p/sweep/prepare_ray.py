@@ -1,8 +1,9 @@
 """Data preparation as Ray tasks across a cluster (``t4p data prepare ... --ray``).
 
-``t4p.data.prepare`` imports this module lazily, so the data package itself never imports
-Ray. Each unit (a scene or a room) is one task; results stream back as they finish and the
-caller records them in the manifest. Sources and outputs must be on storage every node sees.
+``t4p data prepare --ray`` passes ``run_ray_tasks`` to ``t4p.data.prepare.prepare`` as its
+executor, so the data package never imports Ray or the sweep layer. Each unit (a scene or a
+room) is one task; results stream back as they finish and the caller records them in the
+manifest. Sources and outputs must be on storage every node sees.
 """
 
 from __future__ import annotations

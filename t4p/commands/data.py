@@ -30,9 +30,12 @@ def _prepare(args: argparse.Namespace) -> int:
         args.label_version,
         args.classes,
     )
-    m = prepare(
-        args.format, args.src, args.out, s, workers=args.workers, executor="ray" if args.ray else "local"
-    )
+    executor = None
+    if args.ray:
+        from t4p.sweep.prepare_ray import run_ray_tasks  # Ray only when asked for
+
+        executor = run_ray_tasks
+    m = prepare(args.format, args.src, args.out, s, workers=args.workers, executor=executor)
     print(json.dumps({"out": args.out, "units": len(m["units"]), **m["totals"]}))
     return 0
 
