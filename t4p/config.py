@@ -143,7 +143,7 @@ class TrainConfig:
     task: Task = "semseg"
     max_steps: int = 60000  # used when train.epochs = 0
     # > 0: the schedule is in epochs (the paper's unit for pre-training and detection); max_steps is then
-    # derived at run time as epochs * ceil(epoch_size / batch_size), before any planning (t4p.schedule)
+    # derived as epochs * ceil(epoch_size / batch_size) before any planning (t4p.data.datasets.resolve_schedule)
     epochs: int = 0
     epoch_size: int = 0  # derived, not set by hand: training samples per epoch the schedule was resolved on
     batch_size: int = 48  # global: split across DDP workers
