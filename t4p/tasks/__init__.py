@@ -1,0 +1,1 @@
+"""One module per training task (``train.task``): pretrain, semseg, insseg, det (being filled in, issue 16)."""
