@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from t4p.data.classes import class_list
 from t4p.models.instance import cluster_instances
-from t4p.train.instance_metrics import InstanceEvaluator, Proposals
+from t4p.tasks.instance_metrics import InstanceEvaluator, Proposals
 
 
 def synthetic_room(n: int, rng: np.random.Generator, n_inst: int = 60, k: int = 13):

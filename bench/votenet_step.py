@@ -27,7 +27,7 @@ def _sync(device: torch.device) -> None:
 
 def time_step(model, batch, cfg, optimizer, device) -> dict[str, float]:
     from t4p.models.votenet import DetOutput, split_head
-    from t4p.train.det import det_terms
+    from t4p.tasks.det import det_terms
 
     t = {}
     _sync(device)
@@ -60,7 +60,8 @@ def time_step(model, batch, cfg, optimizer, device) -> dict[str, float]:
 def bench_backend(backend: str, args) -> dict:
     from t4p.data.datasets import make_dataset
     from t4p.recipes import get_recipe
-    from t4p.train.det import build_det_model, build_det_optimizer
+    from t4p.train.loop import build_model
+    from t4p.train.optim import build_optimizer
 
     overrides = [f"model.sparse_backend={backend}", f"train.out_dir={args.out_dir}", "data.augment=false"]
     if args.recipe != "smoke_det":  # real recipes read real data; the bench runs them on synthetic scenes
@@ -68,9 +69,9 @@ def bench_backend(backend: str, args) -> dict:
     cfg = get_recipe(args.recipe, overrides + list(args.set))
     device = torch.device(args.device)
     ds = make_dataset(cfg, "train")
-    model, _ = build_det_model(cfg, ds)
+    model, _ = build_model(cfg)
     model.to(device).train()
-    opt = build_det_optimizer(model, cfg)
+    opt = build_optimizer(model, cfg.optim)
     batch = ds.collate([ds[i % len(ds)] for i in range(args.batch)]).to(device)
     times = [time_step(model, batch, cfg, opt, device) for _ in range(args.warmup + args.steps)][args.warmup :]
     med = {k: round(statistics.median(t[k] for t in times), 2) for k in times[0]}

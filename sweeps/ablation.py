@@ -8,8 +8,8 @@ with a paper-style report.
     ray job submit -- python sweeps/ablation.py                    # on a running cluster
     python sweeps/ablation.py --dry-run                            # the plan and an estimate
     python sweeps/ablation.py --resume                             # continue an interrupted sweep
-    python sweeps/ablation.py --task insseg                        # the grid on S3DIS instance segmentation
-    python sweeps/ablation.py --task det-sunrgbd                   # ... on VoteNet detection (or det-scannet)
+    python sweeps/ablation.py --benchmark insseg                        # the grid on S3DIS instance segmentation
+    python sweeps/ablation.py --benchmark det-sunrgbd                   # ... on VoteNet detection (or det-scannet)
     python sweeps/ablation.py --demo                               # tiny synthetic grid (make demo)
 """
 
@@ -18,8 +18,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from t4p.sweep.benchmarks import benchmark
 from t4p.sweep.cli import add_common_args, build_configs, setup_logging
-from t4p.sweep.tasks import task_spec
 
 # The demo: all 7 rows x 2 seeds on synthetic scenes with the tiny random CLIP, sized so the
 # 14 fine-tunings + 6 pre-trainings finish in minutes on 2 cores (few steps: each fit's fixed
@@ -42,12 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser, pretrain_recipe="pretrain_scannet")
     parser.add_argument("--demo", action="store_true",
-                        help="the task's smoke recipe + smoke_pretrain, all rows, seeds 0,1, local Ray, sqlite MLflow")
+                        help="the benchmark's smoke recipe + smoke_pretrain, all rows, seeds 0,1, local Ray, sqlite "
+                        "MLflow")
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     extra = []
     if args.demo:
-        spec = task_spec(args.task or "semseg")
+        spec = benchmark(args.benchmark or "semseg")
         args.recipe, args.pretrain_recipe = spec.demo_recipe, "smoke_pretrain"
         args.overrides = [*[f"pretrain.{o}" for o in DEMO_PRETRAIN], *args.overrides]
         extra = [*spec.demo_overrides, *DEMO_FINETUNE]

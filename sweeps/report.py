@@ -16,7 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiment", required=True, help="MLflow experiment name")
     parser.add_argument("--sweep-id", default="", help="sweep id (default: the latest ablation sweep)")
     parser.add_argument("--tracking-uri", default="", help="default $MLFLOW_TRACKING_URI or ./mlruns/mlflow.db")
-    parser.add_argument("--task", default="", help="semseg, insseg, det-sunrgbd, det-scannet (default: the sweep's)")
+    parser.add_argument("--benchmark", "--task", default="",
+                        help="semseg, insseg, det-sunrgbd, det-scannet (default: the sweep's)")
     parser.add_argument("--out", default="", help="output folder (default reports/<sweep id>)")
     args = parser.parse_args(argv)
 
@@ -36,8 +37,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     parent = parents[-1]
     sweep_id = parent.data.tags.get("sweep_id", parent.info.run_id)
-    task = args.task or parent.data.tags.get("sweep_task") or parent.data.params.get("sweep.task", "semseg")
-    path = write_report(tracker, parent.info.run_id, Path(args.out or Path("reports") / sweep_id), task)
+    tags, params = parent.data.tags, parent.data.params
+    name = (args.benchmark or tags.get("sweep_benchmark") or params.get("sweep.benchmark")
+            or tags.get("sweep_task") or params.get("sweep.task", "semseg"))  # the last two: sweeps before issue 16
+    path = write_report(tracker, parent.info.run_id, Path(args.out or Path("reports") / sweep_id), name)
     print(f"report: {path.resolve()}")
     return 0
 

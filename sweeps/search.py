@@ -5,7 +5,7 @@ the test area); the best config is then trained and evaluated once on the test s
 
     python sweeps/search.py --trials 16 --max-concurrent 2
     python sweeps/search.py --param optim.lr=log:1e-3:0.3 --param model.n_ctx=choice:4,8,16
-    python sweeps/search.py --task insseg               # instance segmentation, optimises val_map50
+    python sweeps/search.py --benchmark insseg               # instance segmentation, optimises val_map50
     python sweeps/search.py --resume                   # continue an interrupted search
     ray job submit -- python sweeps/search.py          # on a running cluster
 """
@@ -16,8 +16,8 @@ import argparse
 import json
 import sys
 
+from t4p.sweep.benchmarks import benchmark
 from t4p.sweep.cli import add_common_args, build_configs, setup_logging
-from t4p.sweep.tasks import task_spec
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="search domain, e.g. optim.lr=log:1e-3:0.3, loss.aux_tau=uniform:0.03:0.2, "
                              "model.n_ctx=choice:4,8,16 (default: lr, weight decay, aux tau, n_ctx, TQM alpha/beta)")
     parser.add_argument("--metric", default=None,
-                        help="validation metric to optimise (default: the task's: val_miou, val_map50, val_map@0.5)")
+                        help="validation metric to optimise (default: the benchmark's: val_miou, val_map50, val_map50)")
     parser.add_argument("--mode", default="max", choices=["max", "min"])
     parser.add_argument("--start", action="append", default=[], metavar="KEY=V,KEY=V",
                         help="a point to evaluate first (all searched keys), e.g. the paper's values; repeatable")
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg, _ = build_configs(args)
     except ValueError as err:  # ConfigError too: the message names the key
         parser.error(str(err))
-    metric = args.metric or task_spec(cfg.sweep.task).search_metric
+    metric = args.metric or benchmark(cfg.sweep.benchmark).search_metric
 
     from t4p.sweep.search import default_space, parse_domain, parse_start, run_search  # imports Ray: after --help
 

@@ -16,6 +16,7 @@ import json
 import math
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -122,6 +123,7 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
+    name: Literal["sgd", "adam"] = "sgd"  # momentum SGD (segmentation) or Adam (VoteNet's, the detection recipes)
     lr: float = 0.1
     momentum: float = 0.9
     dampening: float = 0.0  # SGD dampening (PyTorch: 0; PointContrast: 0.1); the paper is silent
@@ -165,47 +167,58 @@ class TrainConfig:
 @dataclass
 class FinetuneConfig:
     init: str = ""  # pre-training checkpoint path; "" = from scratch
-    eval_split: Literal["val", "test"] = "test"
-    # Instance segmentation (PointGroup-style)
+    # what the run evaluates on; "train" = the training split without augmentation (fitting checks only)
+    eval_split: Literal["train", "val", "test"] = "test"
+
+
+@dataclass
+class InsSegConfig:
+    """Instance segmentation (PointGroup-style offsets and clustering, Table 2)."""
+
     offset_weight: float = 1.0
     cluster_radius: float = 0.03
     cluster_min_points: int = 50
     # evaluation drops proposals and GT instances below this many points (the ScanNet benchmark's 100)
     min_region_size: int = 100
-    # Detection (VoteNet)
+
+
+@dataclass
+class DetConfig:
+    """Detection: VoteNet on SR-UNet (t4p.models.votenet, t4p.losses_det); VoteNet's defaults where the paper is
+    silent."""
+
     num_proposals: int = 256
     vote_radius: float = 0.3
     num_heading_bins: int = 12
     oriented_boxes: bool = True
-    # Detection (VoteNet on SR-UNet: t4p.models.votenet, t4p.losses_det); VoteNet's defaults where the paper is silent
     num_seeds: int = 1024  # seed points sampled from the backbone's per-point features (VoteNet: 1024)
     seed_sampling: Literal["fps", "random"] = "fps"  # farthest point sampling or a random subset (one point per voxel)
     # VoteNet's height feature (z above the floor, the scene's 1st z percentile), appended to each seed's feature;
     # at the seeds, not the backbone input, so the pre-trained colour-only stem still transfers
     seed_height: bool = True
     vote_nsample: int = 16  # votes grouped per proposal by the ball query of radius vote_radius (VoteNet: 16)
-    det_mlp_width: int = 128  # width of the voting and proposal MLPs (VoteNet: 128 for the proposal module)
-    det_vote_weight: float = 1.0  # VoteNet: loss = vote + 0.5 objectness + box + 0.1 semantic, all x 10
-    det_objectness_weight: float = 0.5
-    det_box_weight: float = 1.0
-    det_sem_weight: float = 0.1
-    det_heading_cls_weight: float = 0.1  # inside the box loss (VoteNet: 0.1 for both classifications)
-    det_size_cls_weight: float = 0.1
-    det_loss_scale: float = 10.0
-    det_near_threshold: float = 0.3  # proposal within this distance (m) of a GT centre: positive
-    det_far_threshold: float = 0.6  # beyond this: negative; in between: ignored
-    det_objectness_neg_weight: float = 0.2  # objectness cross-entropy class weights (VoteNet: 0.2 / 0.8)
-    det_objectness_pos_weight: float = 0.8
-    det_nms_iou: float = 0.25  # 3D NMS at evaluation (VoteNet: 0.25, per class)
-    det_conf_threshold: float = 0.05  # proposals below this objectness probability are dropped
-    det_per_class_proposal: bool = True  # VoteNet's evaluation: every kept proposal scored for every class
-    det_optimizer: Literal["adam", "sgd"] = "adam"  # the paper's lr 0.001 (cosine) is VoteNet's Adam setting
+    mlp_width: int = 128  # width of the voting and proposal MLPs (VoteNet: 128 for the proposal module)
+    vote_weight: float = 1.0  # VoteNet: loss = vote + 0.5 objectness + box + 0.1 semantic, all x 10
+    objectness_weight: float = 0.5
+    box_weight: float = 1.0
+    sem_weight: float = 0.1
+    heading_cls_weight: float = 0.1  # inside the box loss (VoteNet: 0.1 for both classifications)
+    size_cls_weight: float = 0.1
+    loss_scale: float = 10.0
+    near_threshold: float = 0.3  # proposal within this distance (m) of a GT centre: positive
+    far_threshold: float = 0.6  # beyond this: negative; in between: ignored
+    objectness_neg_weight: float = 0.2  # objectness cross-entropy class weights (VoteNet: 0.2 / 0.8)
+    objectness_pos_weight: float = 0.8
+    nms_iou: float = 0.25  # 3D NMS at evaluation (VoteNet: 0.25, per class)
+    conf_threshold: float = 0.05  # proposals below this objectness probability are dropped
+    per_class_proposal: bool = True  # VoteNet's evaluation: every kept proposal scored for every class
 
 
 @dataclass
 class SweepConfig:
     experiment: str = "t4p-ablation"
-    task: Literal["semseg", "insseg", "det-sunrgbd", "det-scannet"] = "semseg"
+    # what the trials fine-tune and are scored on: a train.task on one dataset (t4p.sweep.benchmarks)
+    benchmark: Literal["semseg", "insseg", "det-sunrgbd", "det-scannet"] = "semseg"
     rows: tuple[str, ...] = ("T5-1", "T5-2", "T5-3", "T5-4", "T5-5", "T6", "C")
     seeds: tuple[int, ...] = (0, 1, 2)
     workers_per_trial: int = 1
@@ -237,6 +250,8 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    insseg: InsSegConfig = field(default_factory=InsSegConfig)
+    det: DetConfig = field(default_factory=DetConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
@@ -332,9 +347,58 @@ def _convert(key: str, tp: Any, value: Any) -> Any:
     raise bad
 
 
+# --------------------------------------------------------------------------- renamed keys
+
+# Old dotted key -> today's (issue 16 split ``finetune`` into ``finetune``, ``insseg`` and ``det`` and renamed
+# ``sweep.task``). Saved configs, checkpoints and sweep state files written before still load: every old key is
+# translated with a FutureWarning (shown to users by default, unlike DeprecationWarning).
+_INSSEG_KEYS = ("offset_weight", "cluster_radius", "cluster_min_points", "min_region_size")
+_DET_KEYS = ("num_proposals", "vote_radius", "num_heading_bins", "oriented_boxes", "num_seeds", "seed_sampling",
+             "seed_height", "vote_nsample")
+_DET_PREFIXED_KEYS = ("mlp_width", "vote_weight", "objectness_weight", "box_weight", "sem_weight",
+                      "heading_cls_weight", "size_cls_weight", "loss_scale", "near_threshold", "far_threshold",
+                      "objectness_neg_weight", "objectness_pos_weight", "nms_iou", "conf_threshold",
+                      "per_class_proposal")
+RENAMED_KEYS: dict[str, str] = {
+    **{f"finetune.{k}": f"insseg.{k}" for k in _INSSEG_KEYS},
+    **{f"finetune.{k}": f"det.{k}" for k in _DET_KEYS},
+    **{f"finetune.det_{k}": f"det.{k}" for k in _DET_PREFIXED_KEYS},
+    "sweep.task": "sweep.benchmark",
+}
+# ``finetune.det_optimizer`` chose detection's optimiser only (every config carried "adam"): it becomes
+# ``optim.name`` for detection configs and is dropped for the others (which always ran SGD).
+DET_OPTIMIZER_KEY = "finetune.det_optimizer"
+
+
+def _renamed(key: str) -> str:
+    new = RENAMED_KEYS.get(key)
+    if new is None:
+        return key
+    warnings.warn(f"config key {key!r} is now {new!r} (the old name still loads)", FutureWarning, stacklevel=3)
+    return new
+
+
+def migrate_flat(flat: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a flat dotted config with old key names translated (``RENAMED_KEYS``); one warning lists them."""
+    out = {RENAMED_KEYS.get(k, k): v for k, v in flat.items() if k != DET_OPTIMIZER_KEY}
+    old = sorted(k for k in flat if k in RENAMED_KEYS)
+    if DET_OPTIMIZER_KEY in flat:
+        old.append(DET_OPTIMIZER_KEY)
+        if flat.get("train.task") == "det" and "optim.name" not in flat:
+            out["optim.name"] = flat[DET_OPTIMIZER_KEY]
+    if old:
+        moves = ", ".join(f"{k} -> {RENAMED_KEYS.get(k, 'optim.name (detection only)')}" for k in old)
+        warnings.warn(f"this config uses {len(old)} old key names, translated: {moves}", FutureWarning, stacklevel=3)
+    return out
+
+
 def set_value(cfg: Config, key: str, value: Any) -> None:
     """Set one dotted key on ``cfg`` in place, with type conversion."""
     types_by_key = _leaf_types()
+    if key == DET_OPTIMIZER_KEY:  # an explicit override: the user means detection's optimiser
+        warnings.warn(f"config key {key!r} is now 'optim.name'", FutureWarning, stacklevel=2)
+        key = "optim.name"
+    key = _renamed(key)
     if key not in types_by_key:
         raise _unknown_key(key)
     *path, leaf = key.split(".")
@@ -372,9 +436,28 @@ def from_flat_dict(flat: dict[str, Any], base: Config | None = None) -> Config:
     """Inverse of ``to_flat_dict``; missing keys keep ``base``'s (default: Config()) values."""
     cfg = base if base is not None else Config()
     cfg = _copy(cfg)
-    for key, value in flat.items():
+    for key, value in migrate_flat(flat).items():
         set_value(cfg, key, value)
     return cfg
+
+
+def from_json(text: str, base: Config | None = None) -> Config:
+    """A config from JSON, flat (``to_json(cfg, flat=True)``: checkpoints) or nested (``to_json(cfg)``: the
+    ``config.json`` artifact of an MLflow run); old key names load (``RENAMED_KEYS``)."""
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ConfigError(f"a config in JSON must be an object, got {type(data).__name__}")
+    return from_flat_dict(_flatten(data), base)
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _copy(cfg: Config) -> Config:
@@ -425,7 +508,7 @@ def validate(cfg: Config) -> Config:
         "loss.tau": cfg.loss.tau,
         "loss.aux_tau": cfg.loss.aux_tau,
         "train.batch_size": cfg.train.batch_size,
-        "finetune.min_region_size": cfg.finetune.min_region_size,
+        "insseg.min_region_size": cfg.insseg.min_region_size,
         "train.grad_accum": cfg.train.grad_accum,
         "sweep.workers_per_trial": cfg.sweep.workers_per_trial,
     }

@@ -1,7 +1,7 @@
 """The VoteNet loss (Qi et al., ICCV 2019, Sec. 4.4 and its reference implementation).
 
 L = scale * (w_vote L_vote + w_obj L_objectness + w_box L_box + w_sem L_sem), with VoteNet's
-defaults w = (1, 0.5, 1, 0.1) and scale 10 (``finetune.det_*`` fields):
+defaults w = (1, 0.5, 1, 0.1) and scale 10 (``det.*`` fields):
 
 * L_vote: for each seed inside a ground-truth box, the L1 distance of its vote to the nearest of
   the centres of the boxes containing it ("min over GT votes"), averaged over such seeds;
@@ -20,7 +20,7 @@ import math
 import torch
 from torch.nn import functional as F
 
-from t4p.config import FinetuneConfig
+from t4p.config import DetConfig
 from t4p.models.box_ops import points_in_boxes
 from t4p.models.votenet import DetOutput, angle_to_class
 
@@ -63,15 +63,15 @@ def assign(centres: torch.Tensor, gt: torch.Tensor, gt_mask: torch.Tensor) -> tu
 
 
 def objectness_targets(
-    dist: torch.Tensor, ft: FinetuneConfig
+    dist: torch.Tensor, ft: DetConfig
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(label (B, P) long: 1 near a GT centre, mask (B, P) float: near or far; in between ignored)."""
-    near, far = dist < ft.det_near_threshold, dist > ft.det_far_threshold
+    near, far = dist < ft.near_threshold, dist > ft.far_threshold
     return near.long(), (near | far).float()
 
 
-def objectness_loss(out: DetOutput, label: torch.Tensor, mask: torch.Tensor, ft: FinetuneConfig) -> torch.Tensor:
-    weight = out.objectness.new_tensor([ft.det_objectness_neg_weight, ft.det_objectness_pos_weight]).float()
+def objectness_loss(out: DetOutput, label: torch.Tensor, mask: torch.Tensor, ft: DetConfig) -> torch.Tensor:
+    weight = out.objectness.new_tensor([ft.objectness_neg_weight, ft.objectness_pos_weight]).float()
     ce = F.cross_entropy(out.objectness.float().transpose(1, 2), label, weight=weight, reduction="none")  # (B, P)
     return (ce * mask).sum() / (mask.sum() + EPS)
 
@@ -82,7 +82,7 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def box_loss(
     out: DetOutput, gt: torch.Tensor, gt_mask: torch.Tensor, assigned: torch.Tensor, positive: torch.Tensor,
-    mean_sizes: torch.Tensor, ft: FinetuneConfig, oriented: bool,
+    mean_sizes: torch.Tensor, ft: DetConfig, oriented: bool,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Centre chamfer + heading (cls, residual) + size (cls, residual) on positive proposals."""
     # centre: chamfer of squared distances, proposal -> nearest GT (positives) and GT -> nearest proposal
@@ -108,14 +108,14 @@ def box_loss(
     mean = mean_sizes[cls]  # (B, P, 3)
     reg = F.smooth_l1_loss(pred, (target[..., 3:6] - mean) / mean, reduction="none", beta=1.0).mean(-1)
     parts["size_reg"] = _masked_mean(reg, positive)
-    total = parts["centre"] + ft.det_size_cls_weight * parts["size_cls"] + parts["size_reg"]
+    total = parts["centre"] + ft.size_cls_weight * parts["size_cls"] + parts["size_reg"]
     if oriented:
-        total = total + ft.det_heading_cls_weight * parts["heading_cls"] + parts["heading_reg"]
+        total = total + ft.heading_cls_weight * parts["heading_cls"] + parts["heading_reg"]
     return total, parts
 
 
 def votenet_loss(
-    out: DetOutput, boxes: list[torch.Tensor], mean_sizes: torch.Tensor, ft: FinetuneConfig
+    out: DetOutput, boxes: list[torch.Tensor], mean_sizes: torch.Tensor, ft: DetConfig
 ) -> dict[str, torch.Tensor]:
     """Weighted, scaled terms ``loss_vote, loss_objectness, loss_box, loss_sem`` (their sum is the loss)."""
     gt, gt_mask = pad_boxes(boxes, out.centre.device)  # (B, Kmax, 8), (B, Kmax)
@@ -125,10 +125,10 @@ def votenet_loss(
     box, _ = box_loss(out, gt, gt_mask, assigned, positive, mean_sizes, ft, ft.oriented_boxes)
     cls = torch.gather(gt[..., 7], 1, assigned).long()  # (B, P)
     sem = _masked_mean(F.cross_entropy(out.sem_logits.float().transpose(1, 2), cls, reduction="none"), positive)
-    s = ft.det_loss_scale
+    s = ft.loss_scale
     return {
-        "loss_vote": s * ft.det_vote_weight * vote_loss(out, gt, gt_mask),
-        "loss_objectness": s * ft.det_objectness_weight * objectness_loss(out, label, mask, ft),
-        "loss_box": s * ft.det_box_weight * box,
-        "loss_sem": s * ft.det_sem_weight * sem,
+        "loss_vote": s * ft.vote_weight * vote_loss(out, gt, gt_mask),
+        "loss_objectness": s * ft.objectness_weight * objectness_loss(out, label, mask, ft),
+        "loss_box": s * ft.box_weight * box,
+        "loss_sem": s * ft.sem_weight * sem,
     }

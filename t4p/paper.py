@@ -1,7 +1,7 @@
 """Every number quoted from the paper, by table and row id, in one place (percentages).
 
 Text4Point: Bridging Text and Point Cloud via 2D Images. Readers: the report layer
-(``t4p.sweep.tasks``, ``t4p.sweep.report``) and tests; ``tests/test_paper_tables.py`` checks the
+(``t4p.sweep.benchmarks``, ``t4p.sweep.report``) and tests; ``tests/test_paper_tables.py`` checks the
 transcription (each row's printed mean against its per-class values). Recipe hyper-parameters live
 in ``t4p.recipes`` and are asserted against ``t4p config show``.
 """

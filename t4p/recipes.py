@@ -72,7 +72,7 @@ def s3dis_insseg() -> Config:
     """Table 2: S3DIS Area 5 instance segmentation, same recipe as semantic segmentation."""
     cfg = s3dis_semseg()
     cfg.train.task = "insseg"
-    cfg.sweep.task = "insseg"
+    cfg.sweep.benchmark = "insseg"
     return validate(cfg)
 
 
@@ -89,14 +89,15 @@ def votenet_sunrgbd() -> Config:
     cfg.data.aug_rotate_max = math.pi / 6
     cfg.data.aug_scale_min, cfg.data.aug_scale_max = 0.85, 1.15
     cfg.train.task = "det"
-    cfg.sweep.task = "det-sunrgbd"
+    cfg.sweep.benchmark = "det-sunrgbd"
+    cfg.optim.name = "adam"  # lr 0.001 with a cosine schedule is VoteNet's Adam setting
     cfg.train.batch_size = 64
     cfg.train.epochs = 180  # steps derived from the prepared train list (5285 scenes: 180 * 83 = 14940)
     cfg.train.max_steps = 0
     cfg.optim.lr = 0.001
     cfg.optim.schedule = "cosine"
     cfg.optim.weight_decay = 0.0
-    cfg.finetune.oriented_boxes = True
+    cfg.det.oriented_boxes = True
     cfg.loss.aux = True
     cfg.loss.aux_tau = 0.07
     cfg.model.prompt_learning = True
@@ -109,12 +110,12 @@ def votenet_scannet() -> Config:
     cfg = votenet_sunrgbd()
     cfg.data.dataset = "scannet-votenet"
     cfg.data.classes = "scannet18"
-    cfg.sweep.task = "det-scannet"
+    cfg.sweep.benchmark = "det-scannet"
     cfg.data.num_points = 40000
     cfg.train.batch_size = 32
     cfg.train.epochs = 180  # not stated by the paper: SUN RGB-D's 180 (1201 training scans: 180 * 38 steps)
     cfg.optim.warmup_epochs = 15
-    cfg.finetune.oriented_boxes = False  # boxes are re-bounded after the rotation (t4p.data.augment)
+    cfg.det.oriented_boxes = False  # boxes are re-bounded after the rotation (t4p.data.augment)
     # VoteNet's ScanNet augmentation: flips of x and y, rotation U(-5, 5) deg, no scaling
     cfg.data.aug_flip_y = True
     cfg.data.aug_rotate_max = math.radians(5)
@@ -189,7 +190,7 @@ def smoke_semseg() -> Config:
 
 def smoke_insseg() -> Config:
     cfg = _shrink(s3dis_insseg())
-    cfg.finetune.min_region_size = 50  # the synthetic rooms' small objects (the learning test was measured with 50)
+    cfg.insseg.min_region_size = 50  # the synthetic rooms' small objects (the learning test was measured with 50)
     cfg.data.voxel_size = 0.08
     cfg.train.max_steps = 60
     cfg.optim.lr = 0.05
@@ -208,10 +209,10 @@ def smoke_det() -> Config:
     cfg.data.voxel_size = 0.15
     cfg.data.aug_rotate_max = math.pi  # the augmentation the smoke run was measured with
     cfg.data.aug_scale_min, cfg.data.aug_scale_max = 0.9, 1.1
-    cfg.finetune.num_seeds = 256  # VoteNet: 1024 seeds / 256 proposals for 20k points
-    cfg.finetune.num_proposals = 64
+    cfg.det.num_seeds = 256  # VoteNet: 1024 seeds / 256 proposals for 20k points
+    cfg.det.num_proposals = 64
     cfg.train.max_steps = 60
-    cfg.optim.lr = 0.005  # Adam (finetune.det_optimizer); 0.003 learnt the votes more slowly
+    cfg.optim.lr = 0.005  # Adam (optim.name); 0.003 learnt the votes more slowly
     cfg.optim.grad_clip = 10.0  # early box-loss spikes otherwise upset Adam's moments
     return validate(cfg)
 

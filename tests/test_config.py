@@ -24,7 +24,7 @@ from t4p.recipes import RECIPES, get_recipe
 
 def test_sections_are_the_documented_ones():
     top = {key.split(".")[0] for key in valid_keys()}
-    assert top == {"data", "model", "loss", "optim", "train", "finetune", "sweep", "tracking"}
+    assert top == {"data", "model", "loss", "optim", "train", "finetune", "insseg", "det", "sweep", "tracking"}
 
 
 def test_overrides_convert_types():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from t4p.train.det_metrics import DetEvaluator, voc_ap
+from t4p.tasks.det_metrics import DetEvaluator, voc_ap
 
 
 def _gt(*centres, cls=0, size=1.0):
@@ -29,9 +29,9 @@ def test_hand_computed_precision_recall():
     pred = _pred([(0, 0, 0, 0.9), (20, 20, 0, 0.8), (5.1, 0, 0, 0.7), (0.05, 0, 0, 0.6), (10, 0.1, 0, 0.5)])
     ev.add(pred, gt)
     out = ev.compute()
-    assert out["ap@0.5"]["a"] == pytest.approx(34 / 45)
-    assert math.isnan(out["ap@0.5"]["b"])  # no ground truth of class b: excluded from the mAP
-    assert out["map@0.5"] == pytest.approx(34 / 45)
+    assert out["ap50"]["a"] == pytest.approx(34 / 45)
+    assert math.isnan(out["ap50"]["b"])  # no ground truth of class b: excluded from the mAP
+    assert out["map50"] == pytest.approx(34 / 45)
 
 
 def test_threshold_decides_true_positive():
@@ -39,8 +39,8 @@ def test_threshold_decides_true_positive():
     ev = DetEvaluator(["a"], oriented=True)
     ev.add(_pred([(0.5, 0, 0, 0.9)]), _gt((0, 0)))
     out = ev.compute()
-    assert out["map@0.25"] == pytest.approx(1.0)
-    assert out["map@0.5"] == pytest.approx(0.0)
+    assert out["map25"] == pytest.approx(1.0)
+    assert out["map50"] == pytest.approx(0.0)
 
 
 def naive_iou_axis_aligned(a, b) -> float:
@@ -105,7 +105,7 @@ def test_matches_naive_implementation_on_random_scenes():
     out = ev.compute()
     for thr in (0.25, 0.5):
         for k, name in enumerate(classes):
-            assert out[f"ap@{thr}"][name] == pytest.approx(naive_ap(preds, gts, k, thr), abs=1e-12)
+            assert out[f"ap{round(100 * thr)}"][name] == pytest.approx(naive_ap(preds, gts, k, thr), abs=1e-12)
 
 
 def test_voc_ap_perfect_and_empty():

@@ -105,14 +105,14 @@ def test_nms_matches_naive_greedy():
 def test_loss_targets_near_far_and_votes():
     """Objectness labels: < 0.3 m positive, > 0.6 m negative, in between ignored; the vote loss is
     the L1 distance to the nearest containing box's centre."""
-    from t4p.config import FinetuneConfig
+    from t4p.config import DetConfig
     from t4p.losses_det import assign, objectness_targets, pad_boxes, vote_loss
     from t4p.models.votenet import DetOutput
 
     gt, mask = pad_boxes([torch.tensor([[0.0, 0, 0, 1, 1, 1, 0, 2]])], "cpu")
     centres = torch.tensor([[[0.1, 0, 0], [0.45, 0, 0], [2.0, 0, 0]]])
     dist, idx = assign(centres, gt, mask)
-    label, m = objectness_targets(dist, FinetuneConfig())
+    label, m = objectness_targets(dist, DetConfig())
     assert label.tolist() == [[1, 0, 0]] and m.tolist() == [[1.0, 0.0, 1.0]]
     z = torch.zeros(1, 1, 1)
     out = DetOutput(seed_xyz=torch.tensor([[[0.2, 0.2, 0.0], [3.0, 3.0, 3.0]]]),
@@ -128,10 +128,10 @@ def test_decoding_the_loss_targets_gives_perfect_map():
     decode to the ground-truth boxes: predict() + AP then give mAP 1 (oriented IoU)."""
     from t4p.config import Config
     from t4p.models.votenet import DetOutput, predict
-    from t4p.train.det_metrics import DetEvaluator
+    from t4p.tasks.det_metrics import DetEvaluator
 
     cfg = Config()
-    nh, k = cfg.finetune.num_heading_bins, 3
+    nh, k = cfg.det.num_heading_bins, 3
     mean_sizes = torch.tensor([[1.0, 0.5, 0.8], [0.5, 0.5, 0.9], [2.0, 0.9, 0.8]])
     gt = torch.tensor([[0.0, 0.0, 0.4, 1.2, 0.6, 0.8, 0.7, 0], [3.0, 1.0, 0.45, 0.5, 0.4, 0.9, -2.5, 1],
                        [1.0, 4.0, 0.4, 2.2, 1.0, 0.8, 3.1, 2]])
@@ -154,4 +154,4 @@ def test_decoding_the_loss_targets_gives_perfect_map():
     ev = DetEvaluator(["a", "b", "c"], oriented=True)
     ev.add(pred, gt)
     scores = ev.compute()
-    assert scores["map@0.5"] == pytest.approx(1.0)
+    assert scores["map50"] == pytest.approx(1.0)

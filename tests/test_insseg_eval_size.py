@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from t4p.recipes import get_recipe
-from t4p.train.insseg import instance_evaluator
-from t4p.train.instance_metrics import Proposals
+from t4p.tasks.insseg import instance_evaluator
+from t4p.tasks.instance_metrics import Proposals
 
 
 def _scene_with_a_60_point_instance(ev):
@@ -21,7 +21,7 @@ def _scene_with_a_60_point_instance(ev):
 def test_paper_recipe_uses_the_benchmarks_100_points_and_smoke_keeps_50():
     names = ["a", "b"]
     paper, smoke = get_recipe("s3dis_insseg"), get_recipe("smoke_insseg")
-    assert (paper.finetune.min_region_size, smoke.finetune.min_region_size) == (100, 50)
+    assert (paper.insseg.min_region_size, smoke.insseg.min_region_size) == (100, 50)
     ap_paper = _scene_with_a_60_point_instance(instance_evaluator(paper, names))
     ap_smoke = _scene_with_a_60_point_instance(instance_evaluator(smoke, names))
     assert np.isnan(ap_paper["a"]) and ap_paper["b"] == pytest.approx(1.0)  # the 60-point instance is not scored

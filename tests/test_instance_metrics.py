@@ -1,4 +1,4 @@
-"""Oracles for the instance metrics (t4p/train/instance_metrics.py).
+"""Oracles for the instance metrics (t4p.tasks.instance_metrics.py).
 
 Hand-built scenes with AP / mPrec / mRec worked out by hand in the comments, and AP on random
 scenes against a naive implementation written differently: proposals sorted by score and
@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from t4p.train.instance_metrics import IOU_THRESHOLDS, InstanceEvaluator, Proposals
+from t4p.tasks.instance_metrics import IOU_THRESHOLDS, InstanceEvaluator, Proposals
 
 NAMES = [f"c{i}" for i in range(13)]  # 13 classes as S3DIS; classes without GT are left out of the means
 

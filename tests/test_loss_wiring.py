@@ -18,7 +18,9 @@ import torch
 
 from t4p.data.datasets import make_dataset
 from t4p.recipes import get_recipe
-from t4p.train.loop import build_model, pretrain_terms, semseg_terms
+from t4p.tasks.pretrain import pretrain_terms
+from t4p.tasks.semseg import semseg_terms
+from t4p.train.loop import build_model
 
 NOISE = 0.5
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from t4p.train.metrics import confusion_matrix, segmentation_scores
+from t4p.tasks.seg_metrics import confusion_matrix, segmentation_scores
 
 
 def test_confusion_matrix_counts_and_ignore():

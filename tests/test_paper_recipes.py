@@ -36,15 +36,15 @@ PAPER = {
         "data.num_points": 20000, "data.voxel_size": 0.025, "data.label_version": "v1", "data.val_fraction": 0.0,
         "train.batch_size": 64, "train.epochs": 180, "train.max_steps": 0, "optim.lr": 0.001,
         "optim.schedule": "cosine", "optim.warmup_epochs": 0, "loss.aux_tau": 0.07, "model.n_ctx": 8,
-        "finetune.oriented_boxes": True,
+        "det.oriented_boxes": True,
     },
     "votenet_scannet": {
         "data.num_points": 40000, "data.voxel_size": 0.025, "data.val_fraction": 0.0, "train.batch_size": 32,
         "train.epochs": 180, "train.max_steps": 0, "optim.warmup_epochs": 15, "optim.lr": 0.001,
-        "optim.schedule": "cosine", "finetune.oriented_boxes": False, "data.classes": "scannet18",
+        "optim.schedule": "cosine", "det.oriented_boxes": False, "data.classes": "scannet18",
     },
 }
-PAPER["s3dis_insseg"] = {**PAPER["s3dis_semseg"], "train.task": "insseg", "finetune.min_region_size": 100}
+PAPER["s3dis_insseg"] = {**PAPER["s3dis_semseg"], "train.task": "insseg", "insseg.min_region_size": 100}
 
 
 def _show(capsys, *argv: str) -> dict:

@@ -79,8 +79,8 @@ def test_insseg_report_has_table2_columns(tmp_path):
 
 def test_det_report_has_per_class_table(tmp_path):
     tracker = Tracker(default_uri(tmp_path), "det-report")
-    # MLflow stores the loop's "test_map@0.5" and "test_ap@0.5/<class>" with "@" replaced by "_"
-    det = lambda m25, m50, bed: {"final/test_map_0.25": m25, "final/test_map_0.5": m50, "final/test_ap_0.5/bed": bed}
+    # the loop's flat names, stored by MLflow as they are
+    det = lambda m25, m50, bed: {"final/test_map25": m25, "final/test_map50": m50, "final/test_ap50/bed": bed}
     parent = _sweep_with(tracker, {"T5-1": [det(0.5, 0.2, 0.1), det(0.7, 0.4, 0.3)], "T5-5": [det(0.6, 0.3, 0.5)]})
     md = write_report(tracker, parent, tmp_path / "rep", "det-sunrgbd")
     text = md.read_text()

@@ -140,8 +140,8 @@ def test_task_flag_picks_the_recipe_and_the_grid_applies(tmp_path, task, recipe,
 
     parser = argparse.ArgumentParser()
     add_common_args(parser, pretrain_recipe="pretrain_scannet")
-    ft, pt = build_configs(parser.parse_args(["--task", task, "--rows", "T5-1,T5-5", "--seeds", "0"]))
-    assert (ft.sweep.task, ft.train.task, ft.data.classes) == (task, train_task, classes)
+    ft, pt = build_configs(parser.parse_args(["--benchmark", task, "--rows", "T5-1,T5-5", "--seeds", "0"]))
+    assert (ft.sweep.benchmark, ft.train.task, ft.data.classes) == (task, train_task, classes)
     assert ft.train.max_steps == get_recipe(recipe).train.max_steps
     plan = plan_ablation(ft, pt, StageStore(tmp_path / "stages"))
     assert [(t.row, t.cfg.model.tqm, t.cfg.model.prompt_learning, t.cfg.train.task) for t in plan.trials] == [
@@ -154,11 +154,11 @@ def test_task_flag_picks_the_recipe_and_the_grid_applies(tmp_path, task, recipe,
 def test_task_and_recipe_must_agree():
     completed = subprocess.run(
         [sys.executable, str(Path(__file__).resolve().parents[1] / "sweeps" / "ablation.py"),
-         "--task", "insseg", "--recipe", "smoke_semseg", "--dry-run"], capture_output=True, text=True, timeout=120)
+         "--benchmark", "insseg", "--recipe", "smoke_semseg", "--dry-run"], capture_output=True, text=True, timeout=120)
     assert completed.returncode == 2
-    assert "sweep.task=insseg needs a recipe with train.task=insseg" in completed.stderr
+    assert "sweep.benchmark=insseg needs a recipe with train.task=insseg" in completed.stderr
     assert "this one has train.task=semseg" in completed.stderr
-    from t4p.sweep.tasks import check_task
+    from t4p.sweep.benchmarks import check_benchmark
 
-    with pytest.raises(ValueError, match="sweep.task=det-scannet needs data.classes=scannet18; got sunrgbd10"):
-        check_task(get_recipe("votenet_sunrgbd", ["sweep.task=det-scannet"]))
+    with pytest.raises(ValueError, match="sweep.benchmark=det-scannet needs data.classes=scannet18; got sunrgbd10"):
+        check_benchmark(get_recipe("votenet_sunrgbd", ["sweep.benchmark=det-scannet"]))

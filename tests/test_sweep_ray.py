@@ -140,15 +140,15 @@ def test_optuna_search_with_asha(tmp_path):
 
 @pytest.mark.parametrize("task, paper", [("insseg", "59.3"), ("det-scannet", "35.4")])
 def test_ablation_task_runs_and_reports(tmp_path, task, paper):
-    """``--task`` runs the grid's rows on the task's model; the report has its metrics and the paper's column."""
-    cmd = [sys.executable, str(REPO / "sweeps" / "ablation.py"), "--demo", "--task", task, "--rows", "T5-1",
+    """``--benchmark`` runs the grid's rows on the task's model; the report has its metrics and the paper's column."""
+    cmd = [sys.executable, str(REPO / "sweeps" / "ablation.py"), "--demo", "--benchmark", task, "--rows", "T5-1",
            "--seeds", "0", "--experiment", "task", "--num-cpus", "2", *TINY]
     out = subprocess.run(cmd, cwd=tmp_path, env=script_env(), capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     runs = mlflow_runs(f"sqlite:///{tmp_path}/mlruns/mlflow.db", "task")
     (run,) = [r for r in runs if r.data.tags.get("stage") == "finetune"]
-    assert run.info.status == "FINISHED" and run.data.params["sweep.task"] == task
-    key = "final/test_map50" if task == "insseg" else "final/test_map_0.5"
+    assert run.info.status == "FINISHED" and run.data.params["sweep.benchmark"] == task
+    key = "final/test_map50" if task == "insseg" else "final/test_map50"
     assert 0.0 <= run.data.metrics[key] <= 1.0
     report_md = Path(out.stdout.split("report: ")[1].split()[0])
     (row,) = csv.DictReader(report_md.with_suffix(".csv").open())

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from t4p.config import ConfigError, from_flat_dict
+from t4p.config import ConfigError, from_json
 from t4p.recipes import RECIPES, get_recipe
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,8 @@ def register(subparsers) -> None:
     recipes = "one of: " + ", ".join(RECIPES)
     for name, helptext, func in (
         ("pretrain", "Text4Point pre-training on 2D-3D pairs", _pretrain),
-        ("finetune", "fine-tune on semantic segmentation (optionally from finetune.init)", _finetune),
+        ("finetune", "fine-tune (semseg, insseg or det, by the recipe's train.task; optionally from finetune.init)",
+         _finetune),
     ):
         p = subparsers.add_parser(name, help=helptext)
         p.add_argument("recipe", help=recipes)
@@ -73,7 +74,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    return _train(args, ("semseg",))
+    return _train(args, ("semseg", "insseg", "det"))
 
 
 def load_model_from_checkpoint(cfg, checkpoint: str):
@@ -96,17 +97,21 @@ def load_model_from_checkpoint(cfg, checkpoint: str):
 def _evaluate(args: argparse.Namespace) -> int:
     from t4p.data.classes import class_list
     from t4p.data.datasets import make_dataset
-    from t4p.train.loop import evaluate_semseg, pick_device
+    from t4p.tasks import get_task
+    from t4p.train.loop import pick_device
 
     _setup_logging()
     cfg = get_recipe(args.recipe, args.overrides)
+    task = get_task(cfg.train.task)
+    if not task.fine_tuning:
+        raise ConfigError(f"recipe {args.recipe!r} has train.task={task.name!r}, which has no evaluation split")
     model, _ = load_model_from_checkpoint(cfg, args.checkpoint)
     device = pick_device(cfg, None)
     model.to(device)
-    ds = make_dataset(cfg, cfg.finetune.eval_split)
+    ds = make_dataset(cfg, cfg.finetune.eval_split, augment=False)
     loader = torch.utils.data.DataLoader(ds, batch_size=1, collate_fn=ds.collate)
     names = list(class_list(cfg.data.classes).names)
-    scores = evaluate_semseg(model, loader, cfg, device, names)
+    scores = task.evaluate(model, loader, cfg, device, names)
     out = Path(cfg.train.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     result = {"checkpoint": str(args.checkpoint), "split": cfg.finetune.eval_split, **scores}
@@ -199,7 +204,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     _setup_logging()
     ckpt = load_checkpoint(args.checkpoint)
-    cfg = from_flat_dict(json.loads(ckpt["config"]))
+    cfg = from_json(ckpt["config"])
     if cfg.train.task != "semseg":
         raise ConfigError(f"{args.checkpoint}: a {cfg.train.task!r} checkpoint; predict needs a semseg one")
     cfg.train.device = "cpu"

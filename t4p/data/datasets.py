@@ -297,10 +297,11 @@ def prepared_dir(cfg: Config, fmt: str, src: Path, settings: PrepareSettings) ->
     return base / f"{fmt}-{settings_hash(fmt, src, settings)}"
 
 
-def make_dataset(cfg: Config, split: str) -> Dataset:
+def make_dataset(cfg: Config, split: str, augment: bool = True) -> Dataset:
     """The dataset of ``split`` (train | val | test) for ``cfg.train.task``.
 
-    Its ``collate`` builds the task's batch dataclass.
+    Its ``collate`` builds the task's batch dataclass. The training split is augmented (``data.augment``)
+    unless ``augment=False`` (evaluating on it).
     """
     if split not in ("train", "val", "test"):
         raise ValueError(f"split {split!r}: expected train, val or test")
@@ -322,7 +323,7 @@ def make_dataset(cfg: Config, split: str) -> Dataset:
     if task == "pretrain":
         return PretrainDataset(files)
     d = cfg.data
-    aug = augment_spec(cfg) if split == "train" and d.augment else None
+    aug = augment_spec(cfg) if split == "train" and d.augment and augment else None
     return PointsDataset(
         files, d.voxel_size, aug, d.num_points if task == "det" else 0, with_boxes=task == "det", use_color=d.use_color
     )
@@ -334,7 +335,7 @@ def augment_spec(cfg: Config) -> AugmentSpec:
     return AugmentSpec(
         flip=d.aug_flip, rotate_z=d.aug_rotate_z, scale_min=d.aug_scale_min, scale_max=d.aug_scale_max,
         color_jitter=d.aug_color_jitter, rotate_max=d.aug_rotate_max, flip_y=d.aug_flip_y,
-        axis_aligned_boxes=cfg.train.task == "det" and not cfg.finetune.oriented_boxes,
+        axis_aligned_boxes=cfg.train.task == "det" and not cfg.det.oriented_boxes,
     )
 
 

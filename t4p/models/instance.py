@@ -5,14 +5,14 @@ parameter names, so a pre-training checkpoint transfers by name) gains an offset
 decoder feature z3D: each voxel predicts the vector from its points to their instance's centre.
 At inference, points are shifted by their voxel's offset and, per predicted semantic class, the
 shifted points are grouped into connected components of the radius graph
-(``finetune.cluster_radius``); components smaller than ``finetune.cluster_min_points`` are
+(``insseg.cluster_radius``); components smaller than ``insseg.cluster_min_points`` are
 dropped and each proposal is scored by its mean probability of the class. The paper follows
 PointContrast's setup and does not detail the head; this is PointGroup's offset branch and
 "shifted set" clustering, without its ScoreNet (the score is the mean semantic probability).
 
 The offset loss is PointGroup's: L1 to the centre (sum over xyz, mean over points with an
 instance) plus the negative cosine between predicted and true directions, weighted by
-``finetune.offset_weight``; it is computed on the original points.
+``insseg.offset_weight``; it is computed on the original points.
 
 The radius graph is built on a cell grid, linear in the points (no N x N distances):
 cells of side r / sqrt(3), so all points of one cell are within r of each other and joined

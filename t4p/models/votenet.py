@@ -1,13 +1,13 @@
 """VoteNet (Qi et al., ICCV 2019) on the Text4Point SR-UNet backbone (paper Sec. 4.3, App. B.2).
 
 Following PointContrast, VoteNet's PointNet++ backbone is replaced by the sparse UNet: the decoder
-output z3D (per voxel) is read back at the input points, and the seeds are ``finetune.num_seeds``
+output z3D (per voxel) is read back at the input points, and the seeds are ``det.num_seeds``
 points per scene (farthest point sampling or a random subset of one point per voxel), each with
-VoteNet's height feature appended (``finetune.seed_height``). Then VoteNet's heads:
+VoteNet's height feature appended (``det.seed_height``). Then VoteNet's heads:
 
 * voting: an MLP predicts a 3D offset and a feature residual per seed (vote = seed + offset);
-* aggregation: farthest point sampling picks ``finetune.num_proposals`` votes as cluster centres,
-  a ball query (radius ``finetune.vote_radius``) groups ``finetune.vote_nsample`` votes per cluster;
+* aggregation: farthest point sampling picks ``det.num_proposals`` votes as cluster centres,
+  a ball query (radius ``det.vote_radius``) groups ``det.vote_nsample`` votes per cluster;
 * proposal: a PointNet (shared MLP + max-pool + MLP) outputs objectness (2), centre residual (3),
   heading bins (class + normalised residual), size clusters (one per class, mean sizes from the
   training set: class + normalised residual) and the semantic class;
@@ -151,7 +151,7 @@ class ProposalModule(nn.Module):
 
     def __init__(self, channels: int, width: int, num_classes: int, num_heading_bins: int, cfg: Config) -> None:
         super().__init__()
-        ft = cfg.finetune
+        ft = cfg.det
         self.num_proposals, self.radius, self.nsample = ft.num_proposals, ft.vote_radius, ft.vote_nsample
         self.num_classes, self.num_heading_bins = num_classes, num_heading_bins
         self.shared = mlp([channels + 3, width, width, width], last_plain=False)
@@ -255,21 +255,21 @@ def predict(out: DetOutput, mean_sizes: torch.Tensor, cfg: Config) -> list[torch
     """Per scene (D, 9) rows ``box (7), class, score`` after the confidence threshold and per-class NMS.
 
     As VoteNet's evaluation: NMS on the objectness probability within each argmax class; with
-    ``finetune.det_per_class_proposal`` every kept box is then scored for every class
+    ``det.per_class_proposal`` every kept box is then scored for every class
     (objectness x class probability).
     """
-    ft = cfg.finetune
+    ft = cfg.det
     boxes = decode_boxes(out, mean_sizes, ft.oriented_boxes)  # (B, P, 7)
     obj = out.objectness.float().softmax(-1)[..., 1]  # (B, P)
     sem = out.sem_logits.float().softmax(-1)  # (B, P, K)
     k = sem.shape[-1]
     results = []
     for b in range(boxes.shape[0]):
-        keep = (obj[b] > ft.det_conf_threshold).nonzero().squeeze(1)
+        keep = (obj[b] > ft.conf_threshold).nonzero().squeeze(1)
         cls = sem[b, keep].argmax(-1)
-        kept = keep[nms_3d(boxes[b, keep], obj[b, keep], ft.det_nms_iou, cls, ft.oriented_boxes)]
+        kept = keep[nms_3d(boxes[b, keep], obj[b, keep], ft.nms_iou, cls, ft.oriented_boxes)]
         bx = boxes[b, kept].float()
-        if ft.det_per_class_proposal:
+        if ft.per_class_proposal:
             rows = [torch.cat([bx, torch.full_like(bx[:, :1], c), (obj[b, kept] * sem[b, kept, c])[:, None]], 1)
                     for c in range(k)]
             results.append(torch.cat(rows, 0) if rows else bx.new_zeros(0, 9))
@@ -289,7 +289,7 @@ class VoteNetDetector(nn.Module):
         super().__init__()
         from t4p.models.text4point import build_finetune_3d
 
-        m, ft = cfg.model, cfg.finetune
+        m, ft = cfg.model, cfg.det
         if mean_sizes.shape != (len(class_names), 3):
             raise ValueError(
                 f"VoteNetDetector: mean_sizes must be ({len(class_names)}, 3), got {tuple(mean_sizes.shape)}"
@@ -298,9 +298,9 @@ class VoteNetDetector(nn.Module):
         self.backend, self.text, self.backbone = build_finetune_3d(cfg, bundle, class_names, "VoteNetDetector")
         self.num_heading_bins = ft.num_heading_bins if ft.oriented_boxes else 1  # ScanNet: axis-aligned
         c = m.dec_planes[-1] + int(ft.seed_height)  # decoder feature (+ height above the floor)
-        self.seed_proj = nn.Identity() if c == ft.det_mlp_width else nn.Linear(c, ft.det_mlp_width)
-        self.vote = VotingModule(ft.det_mlp_width)
-        self.proposal = ProposalModule(ft.det_mlp_width, ft.det_mlp_width, len(class_names), self.num_heading_bins, cfg)
+        self.seed_proj = nn.Identity() if c == ft.mlp_width else nn.Linear(c, ft.mlp_width)
+        self.vote = VotingModule(ft.mlp_width)
+        self.proposal = ProposalModule(ft.mlp_width, ft.mlp_width, len(class_names), self.num_heading_bins, cfg)
         self.register_buffer("mean_sizes", mean_sizes.float().clone())  # (K, 3) from the training set
 
     # the three stages are separate methods so bench/votenet_step.py can time them
@@ -316,7 +316,7 @@ class VoteNetDetector(nn.Module):
 
         Candidates are one point per voxel (its first): points of one voxel share its feature, and FPS
         over voxels instead of points costs a fraction (~5.7k voxels for ~35k points in a smoke room at 15 cm)."""
-        ft = self.cfg.finetune
+        ft = self.cfg.det
         reps = voxel_representatives(batch.point2voxel, batch.coords.shape[0])  # (V,) point rows
         scene = batch.coords[batch.point2voxel[reps], 0].long()  # (V,)
         local, valid = scene_rows(scene, len(batch.scene_ids))  # (B, Vmax)

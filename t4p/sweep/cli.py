@@ -13,11 +13,13 @@ import os
 
 from t4p.config import Config, to_flat_dict
 from t4p.recipes import get_recipe
-from t4p.sweep.tasks import TASKS, check_task, task_spec
+from t4p.sweep.benchmarks import BENCHMARKS, benchmark, check_benchmark
 
 # flag -> (config key, help)
 SWEEP_FLAGS = {
-    "--task": ("sweep.task", f"what the trials fine-tune: {', '.join(TASKS)} (picks the recipe; default semseg)"),
+    "--benchmark": ("sweep.benchmark",
+                    f"what the trials fine-tune and are scored on: {', '.join(BENCHMARKS)} (picks the recipe; "
+                    "default semseg; --task is the old name)"),
     "--experiment": ("sweep.experiment", "MLflow experiment and Tune experiment prefix"),
     "--rows": ("sweep.rows", "comma-separated ablation rows (T5-1..T5-5, T6, C)"),
     "--seeds": ("sweep.seeds", "comma-separated seeds"),
@@ -34,13 +36,14 @@ SWEEP_FLAGS = {
 
 
 def add_common_args(parser: argparse.ArgumentParser, pretrain_recipe: str | None) -> None:
-    recipes = ", ".join(f"{name}: {spec.recipe}" for name, spec in TASKS.items())
-    parser.add_argument("--recipe", default=None, help=f"fine-tuning recipe (default: the --task's; {recipes})")
+    recipes = ", ".join(f"{name}: {spec.recipe}" for name, spec in BENCHMARKS.items())
+    parser.add_argument("--recipe", default=None, help=f"fine-tuning recipe (default: the --benchmark's; {recipes})")
     if pretrain_recipe:
         parser.add_argument("--pretrain-recipe", default=pretrain_recipe,
                             help=f"pre-training recipe (default {pretrain_recipe})")
     for flag, (key, text) in SWEEP_FLAGS.items():
-        parser.add_argument(flag, default=None, help=f"{text} [{key}]")
+        old = ("--task",) if flag == "--benchmark" else ()  # the flag's name before issue 16
+        parser.add_argument(flag, *old, default=None, help=f"{text} [{key}]")
     parser.add_argument("--resume", action="store_true", help="continue the last interrupted sweep [sweep.resume]")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and estimate only [sweep.dry_run]")
     parser.add_argument("--step-time", type=float, default=0.5,
@@ -74,9 +77,9 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
 def build_configs(args: argparse.Namespace, extra: list[str] = ()) -> tuple[Config, Config | None]:
     """Fine-tuning config (recipe + extra + flags + overrides) and pre-training config (or None)."""
     ft_over, pt_over = split_overrides(args.overrides)
-    recipe = args.recipe or task_spec(args.task or "semseg").recipe
+    recipe = args.recipe or benchmark(args.benchmark or "semseg").recipe
     ft = get_recipe(recipe, [*extra, *ft_over, *flag_overrides(args)])
-    check_task(ft)
+    check_benchmark(ft)
     pt = None
     if getattr(args, "pretrain_recipe", None):
         shared = [f"{k}={_text(v)}" for k, v in to_flat_dict(ft).items() if k.startswith(("sweep.", "tracking."))]

@@ -228,7 +228,7 @@ def run_ablation(ft_cfg: Config, pt_cfg: Config, *, step_time_s: float = 0.5, nu
     tracker = Tracker(uri, ctx.experiment) if uri else None
     open_parent(tracker, ctx, ft_cfg, "ablation", {
         "rows": ",".join(ft_cfg.sweep.rows), "seeds": ",".join(map(str, ft_cfg.sweep.seeds)),
-        "sweep_task": ft_cfg.sweep.task,
+        "sweep_benchmark": ft_cfg.sweep.benchmark,
         "stages_needed": len(plan.stages), "stages_reused": len(plan.stages) - len(plan.stages_to_run),
     })
     save_state(ft_cfg, ctx, {"pretrain_base": to_flat_dict(pt_cfg), "kind": "ablation"})
@@ -259,7 +259,7 @@ def run_ablation(ft_cfg: Config, pt_cfg: Config, *, step_time_s: float = 0.5, nu
             from t4p.sweep.report import write_report
 
             summary["report"] = write_report(tracker, ctx.parent_run_id, Path(ft_cfg.sweep.storage_path)
-                                             / "reports" / sweep_id, ft_cfg.sweep.task)
+                                             / "reports" / sweep_id, ft_cfg.sweep.benchmark)
         tracker.finish(ctx.parent_run_id, "FINISHED" if done else "KILLED")
     log.info("sweep %s %s", sweep_id, "completed" if done else "interrupted: rerun with --resume")
     return summary

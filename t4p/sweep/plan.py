@@ -114,7 +114,7 @@ def steps_text(cfg: Config) -> str:
 
 def describe(plan: Plan, step_time_s: float, fit_overhead_s: float = 20.0) -> str:
     """The ``--dry-run`` text."""
-    task = plan.trials[0].cfg.sweep.task if plan.trials else "-"
+    task = plan.trials[0].cfg.sweep.benchmark if plan.trials else "-"
     lines = [f"fine-tuning trials: {len(plan.trials)} (task {task})"]
     for t in plan.trials:
         lines.append(f"  {t.row:5s} seed {t.seed}  steps {steps_text(t.cfg):>6s}  pretrain {t.stage or '-'}")

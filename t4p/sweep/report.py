@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from t4p.paper import per_class_table
+from t4p.sweep.benchmarks import Benchmark, benchmark
 from t4p.sweep.rows import ABLATION_ROWS
-from t4p.sweep.tasks import TaskSpec, task_spec
 
 NOT_COMPARABLE = "synthetic data / random CLIP weights — not comparable to the paper"
 
@@ -55,7 +55,7 @@ def final_metric(metrics: dict[str, float], key: str) -> float | None:
     return None
 
 
-def collect(tracker, parent_run_id: str, spec: TaskSpec) -> tuple[list[RowResult], dict[str, str]]:
+def collect(tracker, parent_run_id: str, spec: Benchmark) -> tuple[list[RowResult], dict[str, str]]:
     """Per-row results of one sweep's finished fine-tuning runs, and the flags for the title."""
     runs = [
         r for r in tracker.find_runs(**{"mlflow.parentRunId": parent_run_id, "stage": "finetune"})
@@ -73,8 +73,8 @@ def collect(tracker, parent_run_id: str, spec: TaskSpec) -> tuple[list[RowResult
             value = final_metric(metrics, m.key)
             if value is not None:
                 res.values[m.label].append(value)
-        for name in classes:  # the loop's "<split>_ap@0.5/<class>", sanitised by MLflow
-            value = final_metric(metrics, f"ap_0.5/{name}")
+        for name in classes:  # the loop's "<split>_ap50/<class>"
+            value = final_metric(metrics, f"ap50/{name}")
             if value is not None:
                 res.per_class.setdefault(name, []).append(value)
         flags["synthetic"] |= tags.get("synthetic_data") == "true"
@@ -106,12 +106,12 @@ def _delta(a: float, b: float) -> str:
     return "" if math.isnan(a) or math.isnan(b) else f"{a - b:+.1f}"
 
 
-def _paper(spec: TaskSpec, row: str, label: str) -> float:
+def _paper(spec: Benchmark, row: str, label: str) -> float:
     value = spec.paper.get(row, {}).get(label)
     return math.nan if value is None else value
 
 
-def table_rows(results: list[RowResult], spec: TaskSpec) -> list[dict[str, str]]:
+def table_rows(results: list[RowResult], spec: Benchmark) -> list[dict[str, str]]:
     """One dict per row: switches, then per metric ours / paper / deltas to the row above; CSV extras last."""
     out, prev = [], None
     for res in results:
@@ -145,12 +145,12 @@ TITLES = {
 }
 
 
-def title(flags: dict[str, bool], spec: TaskSpec) -> str:
+def title(flags: dict[str, bool], spec: Benchmark) -> str:
     base = f"{TITLES[spec.name]}, mean ± std over seeds"
     return f"{base} — {NOT_COMPARABLE}" if flags.get("synthetic") or flags.get("random_clip") else base
 
 
-def write_markdown(path: Path, rows: list[dict[str, str]], heading: str, spec: TaskSpec,
+def write_markdown(path: Path, rows: list[dict[str, str]], heading: str, spec: Benchmark,
                    extra: list[str] = ()) -> None:
     cols = [c for c in rows[0] if not c.endswith(("_mean", "_std"))] if rows else ["row"]
     lines = [f"# {heading}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -169,7 +169,7 @@ def write_csv(path: Path, rows: list[dict[str, str]]) -> None:
         writer.writerows(rows)
 
 
-def write_chart(path: Path, results: list[RowResult], heading: str, spec: TaskSpec) -> None:
+def write_chart(path: Path, results: list[RowResult], heading: str, spec: Benchmark) -> None:
     """Bars of the task's first metric per row (ours: mean ± std over seeds) beside the paper's."""
     import matplotlib
 
@@ -193,9 +193,10 @@ def write_chart(path: Path, results: list[RowResult], heading: str, spec: TaskSp
     plt.close(fig)
 
 
-def write_report(tracker, parent_run_id: str, out_dir: str | Path, task: str = "semseg") -> Path:
-    """Write report.md/.csv/.png under ``out_dir``, log them to the parent run; returns the .md path."""
-    spec = task_spec(task)
+def write_report(tracker, parent_run_id: str, out_dir: str | Path, bench: str = "semseg") -> Path:
+    """Write report.md/.csv/.png under ``out_dir`` for the benchmark ``bench`` (``sweep.benchmark``), log them to
+    the parent run; returns the .md path."""
+    spec = benchmark(bench)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results, flags = collect(tracker, parent_run_id, spec)

@@ -1,7 +1,9 @@
-"""The plain-PyTorch training loop for pre-training and semantic-segmentation fine-tuning.
+"""The one training loop, for every task (pre-training and each fine-tuning task of ``t4p.tasks``).
 
 ``run(cfg, ctx=None) -> dict`` (docs/interfaces.md). No Ray, no MLflow: a ``RunContext`` supplies
-rank/world size, model wrapping (DDP), reporting and the checkpoint to resume from.
+rank/world size, model wrapping (DDP), reporting and the checkpoint to resume from. What differs per
+task (model, loss terms, evaluation, metric names) comes from ``t4p.tasks.get_task(train.task)``; the
+loop never branches on the task's name.
 
 Determinism and exact resume: the data order is a function of (seed, epoch) only
 (``StepBatchSampler``), pixel-voxel pairs are sampled with a generator seeded by (seed, step, rank,
@@ -29,12 +31,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from t4p.config import Config, ConfigError, config_hash, to_json, validate
-from t4p.losses import aux_loss, aux_pseudo_labels, framewise_infonce, lift_pairs, sample_pairs
+from t4p.data.classes import class_list
+from t4p.data.datasets import make_dataset, resolve_schedule
+from t4p.models.clip import load_clip
+from t4p.models.text4point import frozen_tensor_ids, trainable_state_dict
+from t4p.tasks import Task, get_task
 from t4p.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from t4p.train.context import RunContext
-from t4p.train.metrics import confusion_matrix, segmentation_scores
 from t4p.train.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
@@ -92,37 +98,14 @@ def micro_batch_size(cfg: Config, world_size: int) -> int:
 # --------------------------------------------------------------------------- models
 
 
-def needs_clip(cfg: Config) -> bool:
-    from t4p.models.text4point import needs_text
-
-    return cfg.train.task == "pretrain" or needs_text(cfg)
-
-
 def build_model(cfg: Config) -> tuple[nn.Module, object | None]:
-    """The model for ``cfg.train.task`` and the CLIP bundle it uses (None when it needs no CLIP)."""
-    from t4p.data.classes import class_list
-    from t4p.models.text4point import Text4PointPretrain, Text4PointSeg
-
+    """The model of ``cfg.train.task`` and the CLIP bundle it uses (None when it needs no CLIP)."""
+    task = get_task(cfg.train.task)
     bundle = None
-    if needs_clip(cfg):
-        from t4p.models.clip import load_clip
-
+    if task.needs_clip(cfg):
         bundle = load_clip(cfg.model.clip)
         log.info("CLIP: %s", bundle.describe())
-    names = list(class_list(cfg.data.classes).text_names)
-    if cfg.train.task == "pretrain":
-        return Text4PointPretrain(cfg, bundle, names), bundle
-    if cfg.train.task == "semseg":
-        return Text4PointSeg(cfg, bundle, names), bundle
-    if cfg.train.task == "insseg":  # Table 2: t4p.models.instance
-        from t4p.models.instance import Text4PointInsSeg
-
-        return Text4PointInsSeg(cfg, bundle, names), bundle
-    if cfg.train.task == "det":  # Sec. 4.3: VoteNet on SR-UNet, t4p.models.votenet
-        from t4p.train.det import det_model_for_loop
-
-        return det_model_for_loop(cfg, bundle, names), bundle
-    raise ConfigError(f"train.task={cfg.train.task!r}: t4p.train.loop runs 'pretrain', 'semseg', 'insseg' and 'det'")
+    return task.build_model(cfg, bundle, list(class_list(cfg.data.classes).text_names)), bundle
 
 
 def transfer_pretrained(model: nn.Module, path: str, frozen_ids: set[int]) -> dict:
@@ -131,8 +114,6 @@ def transfer_pretrained(model: nn.Module, path: str, frozen_ids: set[int]) -> di
     Prints the loaded, skipped (absent here or another shape) and new parameters; raises if
     nothing matched. Returns ``{"init_config_hash", "loaded", "skipped", "new"}``.
     """
-    from t4p.models.text4point import trainable_state_dict
-
     ckpt = load_checkpoint(path)
     if "model" not in ckpt:
         raise ValueError(f"finetune.init={path}: not a t4p checkpoint (no 'model' entry)")
@@ -162,91 +143,12 @@ def _by_module(names: list[str]) -> str:
     return ", ".join(f"{k} ({v})" for k, v in counts.items()) or "-"
 
 
-# --------------------------------------------------------------------------- losses per task
+# --------------------------------------------------------------------------- per-step randomness
 
 
 def pair_generator(cfg: Config, step: int, rank: int, micro: int) -> torch.Generator:
+    """The generator of one micro-batch's sampling (pixel-voxel pairs): a function of (seed, step, rank, micro)."""
     return torch.Generator().manual_seed(((cfg.train.seed * 1_000_003 + step) * 1009 + rank) * 101 + micro)
-
-
-def pretrain_terms(core: nn.Module, batch, out, cfg: Config, gen: torch.Generator) -> dict[str, torch.Tensor]:
-    """L_e (encoder pairs lifted to the CLIP grid), L_d (full-resolution pairs), depth loss (App. C)."""
-    from t4p.models.decoder_2d import depth_loss
-    from t4p.sparse import coarse_index
-
-    lc = cfg.loss
-    big_h, big_w = batch.images.shape[2:]
-    terms: dict[str, torch.Tensor] = {}
-    # L_d: z2D at the pair's pixel vs z3D at the pair's voxel, Eq. 14
-    keep = sample_pairs(batch.pair_frame, lc.max_pairs, gen)  # (P',)
-    frame, pixel, voxel = batch.pair_frame[keep], batch.pair_pixel[keep], batch.pair_voxel[keep]
-    z2d = out.z2d.flatten(2)[frame, :, pixel]  # (P', C)
-    terms["loss_d"] = lc.decoder_weight * framewise_infonce(z2d, out.z3d[voxel], frame, lc.tau)
-    # L_e: (CLIP grid cell, stride-16 voxel) pairs, duplicates merged, Eq. 14
-    h3d = out.out3d.h3d
-    grid_h, grid_w = out.h2d.shape[2:]
-    coarse = coarse_index(batch.coords, h3d)  # (M,) encoder row of each input voxel
-    lifted = lift_pairs(batch.pair_frame, batch.pair_pixel, batch.pair_voxel, (big_h, big_w), (grid_h, grid_w), coarse,
-                        stride=core.image_encoder.stride)  # the encoder's own grid and stride
-    keep = sample_pairs(lifted.frame, lc.max_pairs, gen)
-    f2d = out.h2d.flatten(2)[lifted.frame[keep], :, lifted.cell[keep]]  # (Q, d)
-    f3d = out.out3d.h3d_hat[lifted.voxel[keep]]  # (Q, d)
-    weights = lifted.count[keep].float() if lc.coarse_pair_weighting else None
-    terms["loss_e"] = lc.encoder_weight * framewise_infonce(f2d, f3d, lifted.frame[keep], lc.tau, weights)
-    if lc.depth:
-        terms["loss_depth"] = lc.depth_weight * depth_loss(out.depth.float(), batch.depth, lc.depth_kind)
-    return terms
-
-
-def semseg_terms(core: nn.Module, batch, out, cfg: Config, gen: torch.Generator) -> dict[str, torch.Tensor]:
-    """Cross-entropy on voxels; the auxiliary loss on encoder points (Eq. 15-16) when ``loss.aux``."""
-    lc = cfg.loss
-    terms = {"loss_seg": nn.functional.cross_entropy(out.logits.float(), batch.labels, ignore_index=lc.ignore_label)}
-    if lc.aux:
-        h3d = out.out3d.h3d
-        pseudo = aux_pseudo_labels(
-            h3d.coords, h3d.stride, batch.coords, batch.labels, cfg.data.voxel_size, lc.aux_range, lc.ignore_label
-        )  # (n,)
-        terms["loss_aux"] = lc.aux_weight * aux_loss(out.out3d.h3d_hat, out.text, pseudo, lc.aux_tau)
-    return terms
-
-
-def _insseg_terms(core, batch, out, cfg, gen):
-    from t4p.train.insseg import insseg_terms
-
-    return insseg_terms(core, batch, out, cfg, gen)
-
-
-def _det_terms(core, batch, out, cfg, gen):
-    from t4p.train.det import det_terms
-
-    return det_terms(core, batch, out, cfg, gen)
-
-
-TERMS = {"pretrain": pretrain_terms, "semseg": semseg_terms, "insseg": _insseg_terms, "det": _det_terms}
-
-
-# --------------------------------------------------------------------------- evaluation
-
-
-@torch.no_grad()
-def evaluate_semseg(core: nn.Module, loader, cfg: Config, device: torch.device, class_names) -> dict:
-    """Confusion matrix on the ORIGINAL points (voxel predictions mapped back via ``point2voxel``)."""
-    k = len(class_names)
-    cm = np.zeros((k, k), dtype=np.int64)
-    was_training = core.training
-    core.eval()
-    with torch.random.fork_rng(devices=[]):  # datasets draw item seeds from torch: keep training's stream intact
-        for batch in loader:
-            batch = batch.to(device)
-            pred = core(batch).logits.argmax(1)  # (M,)
-            cm += confusion_matrix(pred[batch.point2voxel], batch.point_labels, k, cfg.loss.ignore_label)
-    core.train(was_training)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        t = torch.from_numpy(cm).to(device)
-        torch.distributed.all_reduce(t)
-        cm = t.cpu().numpy()
-    return segmentation_scores(cm, class_names)
 
 
 # --------------------------------------------------------------------------- the loop
@@ -275,8 +177,6 @@ def pick_device(cfg: Config, ctx) -> torch.device:
 
 def run(cfg: Config, ctx=None) -> dict:
     """Train ``cfg.train.task`` to ``train.max_steps``; return (and write) the final metrics."""
-    from t4p.data.datasets import make_dataset, resolve_schedule
-
     cfg = resolve_schedule(validate(cfg))  # train.epochs -> train.max_steps on the training split (if not yet)
     out_dir = Path(cfg.train.out_dir)
     ctx = ctx if ctx is not None else RunContext(out_dir)
@@ -284,21 +184,15 @@ def run(cfg: Config, ctx=None) -> dict:
         torch.set_num_threads(cfg.train.num_threads)
     seed_everything(cfg.train.seed)
     device = pick_device(cfg, ctx)
-    task = cfg.train.task
+    task = get_task(cfg.train.task)
     model, bundle = build_model(cfg)
-    from t4p.models.text4point import frozen_tensor_ids
-
     frozen = frozen_tensor_ids(bundle)
     transfer: dict = {}
-    if task != "pretrain" and cfg.finetune.init:
+    if task.fine_tuning and cfg.finetune.init:
         transfer = transfer_pretrained(model, cfg.finetune.init, frozen)
     model.to(device)
     frozen = frozen_tensor_ids(bundle)  # storages moved with the model
     optimizer = build_optimizer(model, cfg.optim)
-    if task == "det":  # finetune.det_optimizer: VoteNet's Adam by default (lr 0.001 in the paper)
-        from t4p.train.det import build_det_optimizer
-
-        optimizer = build_det_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg.optim, cfg.train.max_steps)
     use_amp = cfg.train.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -322,8 +216,6 @@ def run(cfg: Config, ctx=None) -> dict:
         log.info("resumed from %s at step %d", ctx.resume_dir, state.step)
     start_step = state.step
 
-    from t4p.data.classes import class_list
-
     class_names = list(class_list(cfg.data.classes).names)
     train_ds = make_dataset(cfg, "train")
     sampler = StepBatchSampler(len(train_ds), cfg, ctx.rank, ctx.world_size, start_step)
@@ -333,8 +225,8 @@ def run(cfg: Config, ctx=None) -> dict:
         )
     )
     eval_loader = None
-    if task in ("semseg", "insseg", "det"):
-        eval_ds = make_dataset(cfg, cfg.finetune.eval_split)
+    if task.fine_tuning:
+        eval_ds = make_dataset(cfg, cfg.finetune.eval_split, augment=False)
         eval_loader = torch.utils.data.DataLoader(
             eval_ds,
             batch_sampler=_shard_batches(len(eval_ds), micro_batch_size(cfg, ctx.world_size), ctx),
@@ -353,12 +245,11 @@ def run(cfg: Config, ctx=None) -> dict:
     it = iter(loader)
     if resume_rng is not None:
         set_rng_state(resume_rng)
-    terms_fn = TERMS[task]
-    progress = _progress(ctx, start_step, cfg.train.max_steps, task)
+    progress = _progress(ctx, start_step, cfg.train.max_steps, task.name)
     last_time = time.perf_counter()
     for step in range(start_step, cfg.train.max_steps):
         _inject_fault(cfg, step, ctx)
-        terms = _train_step(model, core, it, optimizer, scheduler, scaler, cfg, step, ctx, device, terms_fn)
+        terms = _train_step(model, core, it, optimizer, scheduler, scaler, cfg, step, ctx, device, task)
         state.step = step + 1
         loss = sum(terms.values())
         if not math.isfinite(loss):
@@ -384,7 +275,7 @@ def run(cfg: Config, ctx=None) -> dict:
         if do_eval or do_ckpt:
             metrics = _metrics(state, cfg, len(train_ds), optimizer, info)
             if do_eval and eval_loader is not None:
-                metrics.update(_evaluate(task, core, eval_loader, cfg, device, class_names))
+                metrics.update(evaluate(task, core, eval_loader, cfg, device, class_names))
             reported_dir = None
             if do_ckpt:
                 if ctx.rank == 0:
@@ -411,7 +302,7 @@ def _inject_fault(cfg: Config, step: int, ctx) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _train_step(model, core, it, optimizer, scheduler, scaler, cfg, step, ctx, device, terms_fn) -> dict:
+def _train_step(model, core, it, optimizer, scheduler, scaler, cfg, step, ctx, device, task: Task) -> dict:
     """One optimiser step over ``train.grad_accum`` micro-batches; returns the mean loss terms."""
     optimizer.zero_grad(set_to_none=True)
     accum = cfg.train.grad_accum
@@ -423,7 +314,7 @@ def _train_step(model, core, it, optimizer, scheduler, scaler, cfg, step, ctx, d
         with contextlib.nullcontext() if sync else model.no_sync():
             with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
                 out = model(batch)
-            terms = terms_fn(core, batch, out, cfg, pair_generator(cfg, step, ctx.rank, a))
+            terms = task.loss_terms(core, batch, out, cfg, pair_generator(cfg, step, ctx.rank, a))
             loss = sum(terms.values()) / accum
             scaler.scale(loss).backward()
         for name, v in terms.items():
@@ -461,24 +352,10 @@ def _metrics(state: _State, cfg: Config, n: int, optimizer, hashes: dict) -> dic
     return out
 
 
-def _evaluate(task: str, core, eval_loader, cfg: Config, device, class_names) -> dict:
+def evaluate(task: Task, core, eval_loader, cfg: Config, device, class_names) -> dict:
+    """The task's flat scores on ``finetune.eval_split``, prefixed by the split (``test_miou``, ``test_ap50/chair``)."""
     split = cfg.finetune.eval_split
-    if task == "insseg":  # AP / mPrec / mRec (t4p.train.insseg, t4p.train.instance_metrics)
-        from t4p.train.insseg import evaluate_insseg
-        from t4p.train.instance_metrics import prefixed
-
-        return prefixed(evaluate_insseg(core, eval_loader, cfg, device, class_names), split)
-    if task == "det":  # mAP@0.25/0.5 + AP per class (t4p.train.det, t4p.train.det_metrics)
-        from t4p.train.det import evaluate_det, flat_det_scores
-
-        return flat_det_scores(evaluate_det(core, eval_loader, cfg, device, class_names), split)
-    return _prefixed(evaluate_semseg(core, eval_loader, cfg, device, class_names), split)
-
-
-def _prefixed(scores: dict, split: str) -> dict:
-    out = {f"{split}_miou": scores["miou"], f"{split}_macc": scores["macc"], f"{split}_oa": scores["oa"]}
-    out.update({f"{split}_iou/{name}": v for name, v in scores["iou"].items()})
-    return out
+    return {f"{split}_{k}": v for k, v in task.evaluate(core, eval_loader, cfg, device, class_names).items()}
 
 
 def _numeric(metrics: dict) -> dict:
@@ -491,8 +368,6 @@ def _fmt(terms: dict) -> str:
 
 
 def _save(ckpt_dir: Path, core, optimizer, scheduler, scaler, state: _State, cfg: Config, frozen, hashes) -> None:
-    from t4p.models.text4point import trainable_state_dict
-
     payload = {
         "model": trainable_state_dict(core, frozen),
         "optimizer": optimizer.state_dict(),
@@ -511,6 +386,4 @@ def _save(ckpt_dir: Path, core, optimizer, scheduler, scaler, state: _State, cfg
 
 
 def _progress(ctx, start: int, total: int, task: str):
-    from tqdm import tqdm
-
     return tqdm(total=total, initial=start, desc=task, disable=ctx.rank != 0, dynamic_ncols=True, leave=False)

@@ -1,4 +1,5 @@
-"""SGD with momentum and the learning-rate schedules of the recipes (exp, poly, cosine, constant, warm-up)."""
+"""The optimiser (``optim.name``: momentum SGD or Adam) and the learning-rate schedules (exp, poly, cosine,
+constant, warm-up)."""
 
 from __future__ import annotations
 
@@ -31,9 +32,13 @@ def decay_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.SGD:
-    """Momentum SGD over the trainable parameters (weight decay per ``decay_groups``)."""
-    return torch.optim.SGD(decay_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum, dampening=cfg.dampening)
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """``optim.name`` over the trainable parameters (weight decay per ``decay_groups``): momentum SGD
+    (segmentation, pre-training) or Adam (VoteNet's, the detection recipes: lr 0.001, cosine)."""
+    groups = decay_groups(model, cfg)
+    if cfg.name == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, dampening=cfg.dampening)
 
 
 def lr_factor(step: int, cfg: OptimConfig, max_steps: int) -> float:

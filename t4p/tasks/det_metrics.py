@@ -94,11 +94,12 @@ class DetEvaluator:
         return voc_ap(rec, prec)
 
     def compute(self) -> dict:
-        """``{"ap@0.25": {class: ap}, "map@0.25": float, ...}`` (AP in [0, 1])."""
+        """``{"ap25": {class: ap}, "map25": float, "ap50": ..., "map50": ...}`` (AP in [0, 1]; the threshold in
+        percent, so the names need no "@" or "." for MLflow)."""
         out: dict = {}
         for t in self.thresholds:
             aps = {name: self.class_ap(k, t) for k, name in enumerate(self.class_names)}
             valid = [v for v in aps.values() if not math.isnan(v)]
-            out[f"ap@{t}"] = aps
-            out[f"map@{t}"] = float(np.mean(valid)) if valid else math.nan
+            out[f"ap{round(100 * t)}"] = aps
+            out[f"map{round(100 * t)}"] = float(np.mean(valid)) if valid else math.nan
         return out
