@@ -219,7 +219,7 @@ class SweepConfig:
     experiment: str = "t4p-ablation"
     # what the trials fine-tune and are scored on: a train.task on one dataset (t4p.sweep.benchmarks)
     benchmark: Literal["semseg", "insseg", "det-sunrgbd", "det-scannet"] = "semseg"
-    rows: tuple[str, ...] = ("T5-1", "T5-2", "T5-3", "T5-4", "T5-5", "T6", "C")
+    rows: tuple[str, ...] = ()  # () = every row of the grid (t4p.sweep.rows), in its order
     seeds: tuple[int, ...] = (0, 1, 2)
     workers_per_trial: int = 1
     gpus_per_trial: float = 0.0

@@ -58,7 +58,7 @@ def test_flat_config_of_another_task_drops_the_detection_optimiser():
 
 
 def test_checkpoint_of_the_old_code_loads_into_todays_model(tmp_path):
-    from t4p.commands.train import load_model_from_checkpoint
+    from t4p.commands.checkpoints import load_model_from_checkpoint
     from t4p.train.checkpoint import load_checkpoint
 
     path = LEGACY / "det_checkpoint.pt"

@@ -162,3 +162,19 @@ def test_task_and_recipe_must_agree():
 
     with pytest.raises(ValueError, match="sweep.benchmark=det-scannet needs data.classes=scannet18; got sunrgbd10"):
         check_benchmark(get_recipe("votenet_sunrgbd", ["sweep.benchmark=det-scannet"]))
+
+
+def test_default_rows_are_the_whole_grid_so_a_new_row_is_one_edit(tmp_path):
+    """sweep.rows=() plans every row of t4p.sweep.rows in its order: a row added there runs by default."""
+    from t4p.sweep.rows import ABLATION_ROWS, RowSpec
+
+    ft, pt = _configs(rows="", seeds="0")
+    assert ft.sweep.rows == ()
+    plan = plan_ablation(ft, pt, StageStore(tmp_path / "stages"))
+    assert [t.row for t in plan.trials] == list(ABLATION_ROWS) == ["T5-1", "T5-2", "T5-3", "T5-4", "T5-5", "T6", "C"]
+    extra = RowSpec("X", "a user's row", ("model.tqm=false",), None)
+    ABLATION_ROWS["X"] = extra
+    try:
+        assert [t.row for t in plan_ablation(ft, pt, StageStore(tmp_path / "stages")).trials][-1] == "X"
+    finally:
+        del ABLATION_ROWS["X"]

@@ -129,7 +129,11 @@ class PointsDataset(Dataset):
         return color_to_feats(voxel_mean_color(rgb, point2voxel, m))
 
     def __getitem__(self, i: int) -> dict:
-        a = load_arrays(self.files[i])
+        return self.item(self.files[i].stem, load_arrays(self.files[i]))
+
+    def item(self, scene_id: str, a: dict) -> dict:
+        """One scene's item from its arrays (``xyz``, ``rgb``, ``labels``, ``instances``, ``boxes`` when
+        detecting): sampled, augmented and voxelised as the dataset does (``t4p predict`` feeds raw scenes)."""
         xyz, rgb, labels, inst = a["xyz"], a["rgb"], a["labels"], a["instances"]
         boxes = a.get("boxes") if self.with_boxes else None
         rng = _item_rng()
@@ -141,7 +145,7 @@ class PointsDataset(Dataset):
         vox = voxelize(xyz, self.voxel_size, labels)
         coords = vox.coords - vox.coords.min(axis=0)  # (M, 3) non-negative
         return {
-            "scene_id": self.files[i].stem,
+            "scene_id": scene_id,
             "coords": coords,
             "feats": self._feats(rgb, vox.point2voxel, len(coords)),
             "labels": vox.labels,

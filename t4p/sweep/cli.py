@@ -14,6 +14,7 @@ import os
 from t4p.config import Config, to_flat_dict
 from t4p.recipes import get_recipe
 from t4p.sweep.benchmarks import BENCHMARKS, benchmark, check_benchmark
+from t4p.sweep.rows import ABLATION_ROWS
 
 # flag -> (config key, help)
 SWEEP_FLAGS = {
@@ -21,7 +22,7 @@ SWEEP_FLAGS = {
                     f"what the trials fine-tune and are scored on: {', '.join(BENCHMARKS)} (picks the recipe; "
                     "default semseg; --task is the old name)"),
     "--experiment": ("sweep.experiment", "MLflow experiment and Tune experiment prefix"),
-    "--rows": ("sweep.rows", "comma-separated ablation rows (T5-1..T5-5, T6, C)"),
+    "--rows": ("sweep.rows", f"comma-separated ablation rows (default all: {','.join(ABLATION_ROWS)})"),
     "--seeds": ("sweep.seeds", "comma-separated seeds"),
     "--workers-per-trial": ("sweep.workers_per_trial", "DDP workers per trial"),
     "--gpus-per-trial": ("sweep.gpus_per_trial", "GPUs per trial (fractions allowed), split over its workers"),

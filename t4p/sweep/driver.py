@@ -32,7 +32,7 @@ from ray import tune
 
 from t4p.config import Config, from_flat_dict, to_flat_dict
 from t4p.data.datasets import resolve_schedule
-from t4p.sweep.plan import Plan, describe, plan_ablation
+from t4p.sweep.plan import Plan, check_rows, describe, plan_ablation
 from t4p.sweep.stages import StageStore
 from t4p.sweep.trial import SweepContext, finetune_trainable, pretrain_trainable
 from t4p.tracking import Tracker, dump_json, resolve_uri, run_tags
@@ -227,7 +227,7 @@ def run_ablation(ft_cfg: Config, pt_cfg: Config, *, step_time_s: float = 0.5, nu
     ctx.loop_fn = loop_fn
     tracker = Tracker(uri, ctx.experiment) if uri else None
     open_parent(tracker, ctx, ft_cfg, "ablation", {
-        "rows": ",".join(ft_cfg.sweep.rows), "seeds": ",".join(map(str, ft_cfg.sweep.seeds)),
+        "rows": ",".join(check_rows(ft_cfg.sweep.rows)), "seeds": ",".join(map(str, ft_cfg.sweep.seeds)),
         "sweep_benchmark": ft_cfg.sweep.benchmark,
         "stages_needed": len(plan.stages), "stages_reused": len(plan.stages) - len(plan.stages_to_run),
     })
@@ -245,7 +245,7 @@ def run_ablation(ft_cfg: Config, pt_cfg: Config, *, step_time_s: float = 0.5, nu
         done = _all_done(res) and all(store.has(k) for k in keys)
     t_pre = time.time() - t0
     if done:
-        space = {"row": tune.grid_search(list(ft_cfg.sweep.rows)),
+        space = {"row": tune.grid_search(check_rows(ft_cfg.sweep.rows)),
                  "seed": tune.grid_search(list(ft_cfg.sweep.seeds))}
         res = run_tune(finetune_trainable, ctx, ft_cfg, f"{sweep_id}-finetune", space, resume=resume)
         done = _all_done(res)

@@ -58,6 +58,9 @@ class Plan:
 
 
 def check_rows(rows: tuple[str, ...] | list[str]) -> list[str]:
+    """The rows a sweep runs: ``sweep.rows``, or every row of the grid when it is empty."""
+    if not rows:
+        return list(ABLATION_ROWS)
     unknown = [r for r in rows if r not in ABLATION_ROWS]
     if unknown:
         raise ValueError(

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -36,8 +37,11 @@ class Task(Protocol):
         """Whether the model needs the CLIP bundle (frozen image encoder or text encoder)."""
         ...
 
-    def build_model(self, cfg: Config, bundle: Any, class_names: list[str]) -> nn.Module:
-        """The model of ``cfg`` (``bundle``: the CLIP bundle or None; ``class_names``: the text prompts' names)."""
+    def build_model(self, cfg: Config, bundle: Any, class_names: list[str], restoring: bool = False) -> nn.Module:
+        """The model of ``cfg`` (``bundle``: the CLIP bundle or None; ``class_names``: the text prompts' names).
+
+        ``restoring``: every weight and buffer will be loaded from a checkpoint, so nothing is derived from the
+        training data (detection's class mean sizes)."""
         ...
 
     def loss_terms(self, core: nn.Module, batch: Any, out: Any, cfg: Config,
@@ -48,6 +52,10 @@ class Task(Protocol):
     def evaluate(self, core: nn.Module, loader: Any, cfg: Config, device: torch.device,
                  class_names: list[str]) -> dict[str, float]:
         """Flat scores over ``loader`` (all DDP ranks gathered), without the split prefix."""
+        ...
+
+    def predict(self, core: nn.Module, batch: Any, cfg: Config) -> dict[str, np.ndarray]:
+        """Predictions for the one scene in ``batch`` (eval mode), e.g. ``{"labels": (N,) per original point}``."""
         ...
 
 

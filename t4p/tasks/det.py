@@ -102,8 +102,11 @@ class DetTask:
     def needs_clip(self, cfg: Config) -> bool:
         return needs_text(cfg)
 
-    def build_model(self, cfg: Config, bundle, class_names: list[str]) -> nn.Module:
-        sizes = dataset_mean_sizes(make_dataset(cfg, "train"), len(class_names))
+    def build_model(self, cfg: Config, bundle, class_names: list[str], restoring: bool = False) -> nn.Module:
+        if restoring:  # the mean sizes are a buffer of the checkpoint: no training data needed
+            sizes = torch.ones(len(class_names), 3)
+        else:
+            sizes = dataset_mean_sizes(make_dataset(cfg, "train"), len(class_names))
         return VoteNetDetector(cfg, bundle, class_names, sizes)
 
     def loss_terms(self, core, batch, out, cfg: Config, gen: torch.Generator) -> dict[str, torch.Tensor]:
@@ -111,6 +114,19 @@ class DetTask:
 
     def evaluate(self, core, loader, cfg: Config, device: torch.device, class_names: list[str]) -> dict[str, float]:
         return flat_scores(evaluate_det(core, loader, cfg, device, class_names))
+
+    def predict(self, core, batch, cfg: Config) -> dict[str, np.ndarray]:
+        """``boxes`` (D, 9): centre, size, heading, class, score after NMS; ``labels`` (N,): the class of the
+        highest-scoring predicted box containing each point (-1: none)."""
+        boxes = core.predict(core(batch))[0].cpu()  # (D, 9)
+        labels = torch.full((len(batch.point_xyz),), -1, dtype=torch.long)
+        if len(boxes):
+            inside = points_in_boxes(batch.point_xyz.cpu(), boxes[:, :7])  # (N, D)
+            score = torch.where(inside, boxes[:, 8], -1.0)  # (N, D)
+            best = score.argmax(1)
+            hit = inside.any(1)
+            labels[hit] = boxes[best[hit], 7].long()
+        return {"labels": labels.numpy(), "boxes": boxes.numpy()}
 
 
 TASK = DetTask()

@@ -8,6 +8,7 @@ scene's original points (``insseg.cluster_radius``, ``insseg.cluster_min_points`
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -16,7 +17,7 @@ from t4p.models.instance import Text4PointInsSeg, offset_loss, predict_scene_ins
 from t4p.models.text4point import needs_text
 from t4p.tasks.base import Metric, distributed, flat_scores
 from t4p.tasks.instance_metrics import InstanceEvaluator, Proposals
-from t4p.tasks.semseg import semseg_terms
+from t4p.tasks.semseg import point_labels, semseg_terms
 
 
 def insseg_terms(core: nn.Module, batch, out, cfg: Config,
@@ -65,7 +66,7 @@ class InsSegTask:
     def needs_clip(self, cfg: Config) -> bool:
         return needs_text(cfg)
 
-    def build_model(self, cfg: Config, bundle, class_names: list[str]) -> nn.Module:
+    def build_model(self, cfg: Config, bundle, class_names: list[str], restoring: bool = False) -> nn.Module:
         return Text4PointInsSeg(cfg, bundle, class_names)
 
     def loss_terms(self, core, batch, out, cfg: Config, gen: torch.Generator) -> dict[str, torch.Tensor]:
@@ -73,6 +74,14 @@ class InsSegTask:
 
     def evaluate(self, core, loader, cfg: Config, device: torch.device, class_names: list[str]) -> dict[str, float]:
         return flat_scores(evaluate_insseg(core, loader, cfg, device, class_names))
+
+    def predict(self, core, batch, cfg: Config) -> dict[str, np.ndarray]:
+        """Semantic labels per point, and the instance proposals: ``instances`` (N,) proposal id per point
+        (-1 = none), ``instance_labels`` / ``instance_scores`` (P,)."""
+        out = core(batch)
+        cl = predict_scene_instances(out, batch, 0, cfg.insseg.cluster_radius, cfg.insseg.cluster_min_points)
+        return {"labels": point_labels(out, batch), "instances": cl.ids, "instance_labels": cl.labels,
+                "instance_scores": cl.scores}
 
 
 TASK = InsSegTask()

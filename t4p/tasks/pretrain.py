@@ -7,10 +7,11 @@ Pre-training has no evaluation split: its product is the checkpoint that fine-tu
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
-from t4p.config import Config
+from t4p.config import Config, ConfigError
 from t4p.losses import framewise_infonce, lift_pairs, sample_pairs
 from t4p.models.decoder_2d import depth_loss
 from t4p.models.text4point import Text4PointPretrain
@@ -52,7 +53,7 @@ class PretrainTask:
     def needs_clip(self, cfg: Config) -> bool:
         return True  # the frozen image encoder gives the 2D side of every pair
 
-    def build_model(self, cfg: Config, bundle, class_names: list[str]) -> nn.Module:
+    def build_model(self, cfg: Config, bundle, class_names: list[str], restoring: bool = False) -> nn.Module:
         return Text4PointPretrain(cfg, bundle, class_names)
 
     def loss_terms(self, core, batch, out, cfg: Config, gen: torch.Generator) -> dict[str, torch.Tensor]:
@@ -60,6 +61,9 @@ class PretrainTask:
 
     def evaluate(self, core, loader, cfg: Config, device: torch.device, class_names: list[str]) -> dict[str, float]:
         return {}
+
+    def predict(self, core, batch, cfg: Config) -> dict[str, np.ndarray]:
+        raise ConfigError("a pre-training checkpoint predicts nothing: fine-tune it first (t4p finetune)")
 
 
 TASK = PretrainTask()

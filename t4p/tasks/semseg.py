@@ -66,7 +66,7 @@ class SemSegTask:
     def needs_clip(self, cfg: Config) -> bool:
         return needs_text(cfg)
 
-    def build_model(self, cfg: Config, bundle, class_names: list[str]) -> nn.Module:
+    def build_model(self, cfg: Config, bundle, class_names: list[str], restoring: bool = False) -> nn.Module:
         return Text4PointSeg(cfg, bundle, class_names)
 
     def loss_terms(self, core, batch, out, cfg: Config, gen: torch.Generator) -> dict[str, torch.Tensor]:
@@ -74,6 +74,14 @@ class SemSegTask:
 
     def evaluate(self, core, loader, cfg: Config, device: torch.device, class_names: list[str]) -> dict[str, float]:
         return flat_scores(evaluate_semseg(core, loader, cfg, device, class_names))
+
+    def predict(self, core, batch, cfg: Config) -> dict[str, np.ndarray]:
+        return {"labels": point_labels(core(batch), batch)}
+
+
+def point_labels(out, batch) -> np.ndarray:
+    """(N,) the predicted class of every original point (its voxel's argmax)."""
+    return out.logits.argmax(1)[batch.point2voxel].cpu().numpy()
 
 
 TASK = SemSegTask()

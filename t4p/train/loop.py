@@ -98,14 +98,15 @@ def micro_batch_size(cfg: Config, world_size: int) -> int:
 # --------------------------------------------------------------------------- models
 
 
-def build_model(cfg: Config) -> tuple[nn.Module, object | None]:
-    """The model of ``cfg.train.task`` and the CLIP bundle it uses (None when it needs no CLIP)."""
+def build_model(cfg: Config, restoring: bool = False) -> tuple[nn.Module, object | None]:
+    """The model of ``cfg.train.task`` and the CLIP bundle it uses (None when it needs no CLIP);
+    ``restoring``: its weights and buffers will come from a checkpoint (``Task.build_model``)."""
     task = get_task(cfg.train.task)
     bundle = None
     if task.needs_clip(cfg):
         bundle = load_clip(cfg.model.clip)
         log.info("CLIP: %s", bundle.describe())
-    return task.build_model(cfg, bundle, list(class_list(cfg.data.classes).text_names)), bundle
+    return task.build_model(cfg, bundle, list(class_list(cfg.data.classes).text_names), restoring), bundle
 
 
 def transfer_pretrained(model: nn.Module, path: str, frozen_ids: set[int]) -> dict:

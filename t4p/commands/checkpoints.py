@@ -1,0 +1,106 @@
+"""Models from checkpoints, and the scene files ``t4p predict`` reads and writes (imports torch: the
+command handlers import this module after argument parsing)."""
+
+from __future__ import annotations
+
+import colorsys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from t4p.config import ConfigError
+from t4p.data.datasets import PointsDataset
+from t4p.models.text4point import frozen_tensor_ids
+from t4p.tasks import get_task
+from t4p.train.checkpoint import load_checkpoint
+from t4p.train.loop import build_model
+
+
+def load_model_from_checkpoint(cfg, checkpoint: str):
+    """Build ``cfg``'s model and load a checkpoint's weights into it (frozen CLIP comes from its weights)."""
+    model, bundle = build_model(cfg, restoring=True)
+    ckpt = load_checkpoint(checkpoint)
+    missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    frozen = frozen_tensor_ids(bundle)
+    state = model.state_dict()
+    bad = [k for k in missing if state[k].data_ptr() not in frozen] + list(unexpected)
+    if bad:
+        raise ConfigError(f"{checkpoint}: does not fit the model built from the config ({bad[:5]})")
+    return model.eval(), ckpt
+
+
+def read_scene(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 3) xyz metres and (N, 3) colour 0-255 from .ply (ASCII), .npy or .txt (N x 6)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"scene {path} does not exist")
+    if path.suffix == ".ply":
+        arr = _read_ascii_ply(path)
+    elif path.suffix == ".npy":
+        arr = np.load(path, allow_pickle=False)
+    else:
+        arr = np.loadtxt(path, ndmin=2)
+    if arr.ndim != 2 or arr.shape[1] < 3:
+        raise ConfigError(f"scene {path}: expected N x 6 (x y z r g b) or N x 3 values, got shape {arr.shape}")
+    xyz = arr[:, :3].astype(np.float64)
+    rgb = arr[:, 3:6].astype(np.float64) if arr.shape[1] >= 6 else np.full((len(arr), 3), 128.0)
+    return xyz, rgb
+
+
+def _read_ascii_ply(path: Path) -> np.ndarray:
+    with open(path, "rb") as f:
+        header = []
+        while True:
+            line = f.readline().decode("ascii", errors="replace").strip()
+            if not line and f.tell() == 0:
+                break
+            header.append(line)
+            if line == "end_header" or len(header) > 200:
+                break
+        if "format ascii 1.0" not in header:
+            raise ConfigError(f"{path}: only ASCII PLY is read here (header says {header[1:2]}); use .npy")
+        props = [h.split()[-1] for h in header if h.startswith("property")]
+        data = np.loadtxt(f, ndmin=2)
+    cols = [props.index(c) for c in ("x", "y", "z", "red", "green", "blue") if c in props]
+    return data[:, cols]
+
+
+def write_ply(path: str | Path, xyz: np.ndarray, rgb: np.ndarray) -> None:
+    """An ASCII PLY with per-vertex colour."""
+    with open(path, "w") as f:
+        f.write(
+            "ply\nformat ascii 1.0\n"
+            f"element vertex {len(xyz)}\n"
+            "property float x\nproperty float y\nproperty float z\n"
+            "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n"
+        )
+        for p, c in zip(xyz, rgb.astype(np.uint8), strict=True):
+            f.write(f"{p[0]:.4f} {p[1]:.4f} {p[2]:.4f} {c[0]} {c[1]} {c[2]}\n")
+
+
+def palette(k: int) -> np.ndarray:
+    """(k, 3) distinct colours (HSV wheel)."""
+    return np.array([[int(255 * c) for c in colorsys.hsv_to_rgb(i / max(1, k), 0.75, 0.95)] for i in range(k)])
+
+
+@torch.no_grad()
+def predict_scene(model, cfg, xyz: np.ndarray, rgb: np.ndarray) -> dict[str, np.ndarray]:
+    """The task's predictions for one raw scene (``Task.predict``), e.g. ``labels`` (N,) per point.
+
+    The scene goes through the dataset's own item code (voxelisation, voxel mean colour, ``data.use_color``),
+    unaugmented and with all its points, as evaluation sees a scene.
+    """
+    ds = PointsDataset(
+        [], cfg.data.voxel_size, None, 0, with_boxes=cfg.train.task == "det", use_color=cfg.data.use_color
+    )
+    n = len(xyz)
+    arrays = {
+        "xyz": xyz.astype(np.float32),
+        "rgb": np.clip(rgb, 0, 255).astype(np.uint8),
+        "labels": np.full(n, -100, np.int64),
+        "instances": np.full(n, -1, np.int64),
+        "boxes": np.zeros((0, 8), np.float32),
+    }
+    batch = ds.collate([ds.item("scene", arrays)])
+    return get_task(cfg.train.task).predict(model.eval(), batch, cfg)
