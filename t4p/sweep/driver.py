@@ -32,7 +32,9 @@ from ray import tune
 
 from t4p.config import Config, from_flat_dict, to_flat_dict
 from t4p.data.datasets import resolve_schedule
+from t4p.data.synthetic import ensure_synthetic
 from t4p.sweep.plan import Plan, check_rows, describe, plan_ablation
+from t4p.sweep.report import write_report
 from t4p.sweep.stages import StageStore
 from t4p.sweep.trial import SweepContext, finetune_trainable, pretrain_trainable
 from t4p.tracking import Tracker, dump_json, resolve_uri, run_tags
@@ -105,8 +107,6 @@ def warm_data(*cfgs: Config) -> None:
     """Generate synthetic scenes once in the driver, so concurrent trials do not all generate them."""
     for cfg in cfgs:
         if cfg.data.dataset == "synthetic":
-            from t4p.data.synthetic import ensure_synthetic
-
             ensure_synthetic(cfg)
 
 
@@ -256,8 +256,6 @@ def run_ablation(ft_cfg: Config, pt_cfg: Config, *, step_time_s: float = 0.5, nu
         if killed:
             log.warning("%d trial runs were left RUNNING by killed trials: marked KILLED", killed)
         if done and report:
-            from t4p.sweep.report import write_report
-
             summary["report"] = write_report(tracker, ctx.parent_run_id, Path(ft_cfg.sweep.storage_path)
                                              / "reports" / sweep_id, ft_cfg.sweep.benchmark)
         tracker.finish(ctx.parent_run_id, "FINISHED" if done else "KILLED")

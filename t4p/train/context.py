@@ -1,4 +1,5 @@
-"""The default single-process ``RunContext`` of ``t4p.train.loop.run`` (see docs/interfaces.md).
+"""What a training run gets from whoever runs it (``RunContextProtocol``), and the default single-process
+``RunContext`` of ``t4p.train.loop.run`` (see docs/interfaces.md).
 
 The Ray Train worker supplies its own context with the same attributes (``t4p.train.worker``).
 """
@@ -8,11 +9,26 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 log = logging.getLogger(__name__)
+
+
+class RunContextProtocol(Protocol):
+    """The seam between the loop and its runner: ranks, DDP wrapping, reporting and where to resume from."""
+
+    rank: int
+    world_size: int
+    device: torch.device | None  # None: the loop picks from train.device
+    resume_dir: str | None  # a checkpoint directory to continue from
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module: ...
+
+    def prepare_loader(self, loader: Any) -> Any: ...
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None = None) -> None: ...
 
 
 class RunContext:

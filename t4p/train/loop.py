@@ -40,7 +40,7 @@ from t4p.models.clip import load_clip
 from t4p.models.text4point import frozen_tensor_ids, trainable_state_dict
 from t4p.tasks import Task, get_task
 from t4p.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from t4p.train.context import RunContext
+from t4p.train.context import RunContext, RunContextProtocol
 from t4p.train.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
@@ -176,7 +176,7 @@ def pick_device(cfg: Config, ctx) -> torch.device:
     return torch.device(cfg.train.device)
 
 
-def run(cfg: Config, ctx=None) -> dict:
+def run(cfg: Config, ctx: RunContextProtocol | None = None) -> dict:
     """Train ``cfg.train.task`` to ``train.max_steps``; return (and write) the final metrics."""
     cfg = resolve_schedule(validate(cfg))  # train.epochs -> train.max_steps on the training split (if not yet)
     out_dir = Path(cfg.train.out_dir)
