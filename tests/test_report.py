@@ -92,3 +92,13 @@ def test_det_report_has_per_class_table(tmp_path):
     # bed mean (10 + 30) / 2 = 20.0; the 9 other classes were not reported: "-"; mAP@0.5 mean 30.0
     assert per_class == ["| T5-1 (ours) | 20.0 | " + "- | " * 9 + "30.0 |"]
     assert "| VoteNet+Text4Point* (paper) | 52.7 | 20.2 |" in text
+
+
+def test_det_runs_logged_under_the_old_metric_names_still_report(tmp_path):
+    """Runs from before the metric rename stored "test_map_0.5" (MLflow's form of "test_map@0.5")."""
+    tracker = Tracker(default_uri(tmp_path), "det-old-names")
+    old = lambda m25, m50, bed: {"final/test_map_0.25": m25, "final/test_map_0.5": m50, "final/test_ap_0.5/bed": bed}
+    parent = _sweep_with(tracker, {"T5-1": [old(0.5, 0.2, 0.1), old(0.7, 0.4, 0.3)]})
+    write_report(tracker, parent, tmp_path / "rep", "det-sunrgbd")
+    rows = {r["row"]: r for r in csv.DictReader((tmp_path / "rep" / "report.csv").open())}
+    assert rows["T5-1"]["mAP@0.5 (ours)"] == "30.0 ± 14.1" and rows["T5-1"]["mAP@0.25 (ours)"] == "60.0 ± 14.1"

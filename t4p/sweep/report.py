@@ -42,16 +42,29 @@ class RowResult:
 _SPLITS = ("test", "val", "train")  # the split a fine-tuning run evaluated on (finetune.eval_split)
 
 
+# Detection metrics as runs logged them before issue 16 ("map@0.5", stored by MLflow as "map_0.5")
+_OLD_METRIC_NAMES = {"map50": "map_0.5", "map25": "map_0.25", "ap50/": "ap_0.5/", "ap25/": "ap_0.25/"}
+
+
+def _old_name(key: str) -> str | None:
+    for new, old in _OLD_METRIC_NAMES.items():
+        if key == new or (new.endswith("/") and key.startswith(new)):
+            return old + key[len(new):]
+    return None
+
+
 def final_metric(metrics: dict[str, float], key: str) -> float | None:
     """The run's final ``<split>_<key>`` in percent: ``final/<split>_<key>``, else the last ``<split>_<key>``.
 
-    The fallback covers a trial resumed from its final checkpoint, whose fit had nothing left to report.
+    The fallback covers a trial resumed from its final checkpoint, whose fit had nothing left to report;
+    runs logged before the metric rename are read under their old names.
     """
-    for prefix in ("final/", ""):
-        for split in _SPLITS:
-            name = f"{prefix}{split}_{key}"
-            if name in metrics:
-                return float(metrics[name]) * 100.0  # t4p.train.loop reports fractions; the tables use percent
+    for name_key in (key, _old_name(key)):
+        for prefix in ("final/", ""):
+            for split in _SPLITS:
+                name = f"{prefix}{split}_{name_key}"
+                if name_key and name in metrics:
+                    return float(metrics[name]) * 100.0  # the loop reports fractions; the tables use percent
     return None
 
 
