@@ -158,6 +158,9 @@ class TrainConfig:
     amp: bool = True  # mixed precision on GPU only
     num_threads: int = 0  # torch intra-op threads; 0 = torch default
     out_dir: str = "runs"
+    # a checkpoint already in train.out_dir: auto = resume it if its config trains the same thing (else an error
+    # naming the differing keys), never = refuse to start over it, force = resume whatever its config
+    resume: Literal["auto", "never", "force"] = "auto"
     fail_at_step: int = -1  # fault injection for tests: raise once at this step
     # fault injection for tests: the rank-0 worker process SIGKILLs itself once at this step (a run
     # resumed from a checkpoint does not; so put it after the first checkpoint); off by default
@@ -484,6 +487,30 @@ def config_hash(cfg: Config, keys_prefixes: tuple[str, ...] = ()) -> str:
     chosen = {k: v for k, v in flat.items() if not keys_prefixes or k.startswith(keys_prefixes)}
     blob = json.dumps(chosen, sort_keys=True, default=list).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- resuming
+
+# Keys that do not change what a run trains: a checkpoint may be resumed under other values (a longer
+# train.max_steps extends the run). Exact keys, or whole sections when they end with ".".
+RESUME_FREE_KEYS = (
+    "tracking.", "sweep.",  # bookkeeping
+    "train.max_steps", "train.epochs", "train.epoch_size",  # extending a run
+    "train.eval_every", "train.checkpoint_every", "train.log_every", "finetune.eval_split",  # cadence, what is shown
+    "train.device", "train.num_threads", "data.loader_workers", "model.sparse_backend",  # where and how fast
+    "train.out_dir", "train.resume", "data.prepared_dir", "model.clip.cache_dir", "model.clip.feature_cache",
+    "train.fail_at_step", "train.kill_at_step",  # fault injection (tests)
+)
+
+
+def _resume_free(key: str) -> bool:
+    return any(key.startswith(k) if k.endswith(".") else key == k for k in RESUME_FREE_KEYS)
+
+
+def training_differences(saved: Config, cfg: Config) -> dict[str, tuple[Any, Any]]:
+    """Keys (not in ``RESUME_FREE_KEYS``) whose values differ: ``{key: (saved value, this value)}``."""
+    a, b = to_flat_dict(saved), to_flat_dict(cfg)
+    return {k: (a.get(k), b[k]) for k in sorted(b) if not _resume_free(k) and a.get(k) != b[k]}
 
 
 # --------------------------------------------------------------------------- validation

@@ -37,7 +37,7 @@ def register(subparsers) -> None:
         p = subparsers.add_parser(name, help=helptext)
         p.add_argument("recipe", help=recipes)
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. optim.lr=0.05")
-        p.add_argument("--fresh", action="store_true", help="ignore a checkpoint already in train.out_dir")
+        p.add_argument("--fresh", action="store_true", help="start at step 0 over a checkpoint already in train.out_dir (it is overwritten)")
         p.set_defaults(func=func)
     p = subparsers.add_parser("evaluate", help="evaluate a checkpoint on finetune.eval_split")
     p.add_argument("recipe", help=recipes)
@@ -73,7 +73,8 @@ def _train(args: argparse.Namespace, tasks: tuple[str, ...]) -> int:
         raise ConfigError(
             f"recipe {args.recipe!r} has train.task={cfg.train.task!r}; `t4p {args.command}` runs {tasks}"
         )
-    metrics = run(cfg, RunContext(cfg.train.out_dir, resume=not args.fresh))
+    ctx = RunContext(cfg.train.out_dir, resume=False) if args.fresh else RunContext.for_config(cfg)
+    metrics = run(cfg, ctx)
     print(json.dumps(metrics, indent=2, sort_keys=True))
     print(f"metrics written to {Path(cfg.train.out_dir) / 'metrics.json'}")
     return 0

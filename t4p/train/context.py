@@ -13,6 +13,8 @@ from typing import Any, Protocol
 
 import torch
 
+from t4p.config import Config, ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -48,6 +50,18 @@ class RunContext:
         if resume_dir is None and resume and (self.out_dir / "checkpoint" / "checkpoint.pt").is_file():
             self.resume_dir = str(self.out_dir / "checkpoint")
         self.reports: list[dict[str, Any]] = []
+
+    @classmethod
+    def for_config(cls, cfg: Config) -> RunContext:
+        """The context ``train.resume`` asks for: ``never`` refuses an ``out_dir`` that holds a checkpoint
+        (nothing of the earlier run is overwritten); ``auto`` and ``force`` resume it."""
+        ctx = cls(cfg.train.out_dir)
+        if ctx.resume_dir and cfg.train.resume == "never":
+            raise ConfigError(
+                f"train.resume=never: {ctx.resume_dir} holds the checkpoint of an earlier run; choose another "
+                "train.out_dir, or train.resume=auto to continue it"
+            )
+        return ctx
 
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         return model

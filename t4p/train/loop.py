@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from t4p.config import Config, ConfigError, config_hash, to_json, validate
+from t4p.config import Config, ConfigError, config_hash, from_json, to_json, training_differences, validate
 from t4p.data.classes import class_list
 from t4p.data.datasets import make_dataset, resolve_schedule
 from t4p.models.clip import load_clip
@@ -180,7 +180,7 @@ def run(cfg: Config, ctx: RunContextProtocol | None = None) -> dict:
     """Train ``cfg.train.task`` to ``train.max_steps``; return (and write) the final metrics."""
     cfg = resolve_schedule(validate(cfg))  # train.epochs -> train.max_steps on the training split (if not yet)
     out_dir = Path(cfg.train.out_dir)
-    ctx = ctx if ctx is not None else RunContext(out_dir)
+    ctx = ctx if ctx is not None else RunContext.for_config(cfg)
     if cfg.train.num_threads > 0:
         torch.set_num_threads(cfg.train.num_threads)
     seed_everything(cfg.train.seed)
@@ -202,6 +202,7 @@ def run(cfg: Config, ctx: RunContextProtocol | None = None) -> dict:
     resume_rng = None
     if ctx.resume_dir:
         ckpt = load_checkpoint(ctx.resume_dir, map_location=device)
+        check_resumable(ckpt, cfg, ctx.resume_dir)
         missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
         bad = [k for k in missing if model.state_dict()[k].data_ptr() not in frozen] + list(unexpected)
         if bad:
@@ -290,6 +291,25 @@ def run(cfg: Config, ctx: RunContextProtocol | None = None) -> dict:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     return metrics
+
+
+def check_resumable(ckpt: dict, cfg: Config, where: str) -> None:
+    """Refuse to continue a checkpoint trained under another config (unless ``train.resume=force``).
+
+    Compared: every key but ``t4p.config.RESUME_FREE_KEYS`` (bookkeeping, cadence, device, and the run's
+    length, since extending ``train.max_steps`` is a legitimate resume).
+    """
+    diff = training_differences(from_json(ckpt["config"]), cfg)
+    if not diff:
+        return
+    listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in diff.items())
+    if cfg.train.resume == "force":
+        log.warning("train.resume=force: resuming %s although the config differs (%s)", where, listed)
+        return
+    raise ConfigError(
+        f"{where}: this checkpoint was trained under another config ({listed}); use another train.out_dir "
+        "(or --fresh to start over it), or train.resume=force to continue it anyway"
+    )
 
 
 def _inject_fault(cfg: Config, step: int, ctx) -> None:
