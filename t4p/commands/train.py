@@ -37,7 +37,11 @@ def register(subparsers) -> None:
         p = subparsers.add_parser(name, help=helptext)
         p.add_argument("recipe", help=recipes)
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. optim.lr=0.05")
-        p.add_argument("--fresh", action="store_true", help="start at step 0 over a checkpoint already in train.out_dir (it is overwritten)")
+        p.add_argument(
+            "--fresh",
+            action="store_true",
+            help="start at step 0 over a checkpoint already in train.out_dir (it is overwritten)",
+        )
         p.set_defaults(func=func)
     p = subparsers.add_parser("evaluate", help="evaluate a checkpoint on finetune.eval_split")
     p.add_argument("recipe", help=recipes)

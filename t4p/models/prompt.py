@@ -144,8 +144,13 @@ class RandomEmbeddings(nn.Module):
         return self.embeddings
 
 
-def make_text_path(model_cfg, bundle: ClipBundle, names: tuple[str, ...] | list[str], seed: int = 0) -> nn.Module:
-    """The text path a config asks for: Table 6 random embeddings, CoOp prompts, or the fixed template."""
+def make_text_path(model_cfg, bundle: ClipBundle, names: tuple[str, ...] | list[str],
+                   seed: int | None = None) -> nn.Module:
+    """``forward() -> (K, d)``: Table 6 random embeddings, CoOp prompts, or the fixed CLIP template.
+
+    The one text path of every model; ``seed=None`` draws learnable initial values from torch's
+    global generator (seeded per run), and fixed embeddings are cached under ``model.clip.cache_dir``.
+    """
     if model_cfg.text_source == "random":
         return RandomEmbeddings(len(names), bundle.embed_dim, seed=seed)
     if model_cfg.prompt_learning:

@@ -17,8 +17,14 @@ import torch
 from torch import nn
 
 from t4p.config import Config, ModelConfig
+from t4p.models.clip import DenseImageEncoder, clip_cache_root
+from t4p.models.decoder_2d import Decoder2D
+from t4p.models.feature_cache import FeatureCache
 from t4p.models.heads import SegHead
+from t4p.models.prompt import make_text_path
+from t4p.models.sr_unet import SRUNet
 from t4p.models.tqm import TextQueryingModule
+from t4p.sparse import make_backend
 
 
 @dataclass
@@ -33,8 +39,6 @@ class Text4Point3D(nn.Module):
 
     def __init__(self, model_cfg: ModelConfig, embed_dim: int, expand: bool) -> None:
         super().__init__()
-        from t4p.models.sr_unet import SRUNet
-
         self.unet = SRUNet(model_cfg, model_cfg.in_channels)
         width = model_cfg.enc_planes[-1]
         self.fc_expand = nn.Linear(width, embed_dim) if expand or model_cfg.tqm else None  # Eq. 4
@@ -61,18 +65,6 @@ class Text4Point3D(nn.Module):
         return Out3D(h3d=h3d, h3d_hat=h3d_hat, z3d=z3d.feats)
 
 
-def build_text_path(model_cfg: ModelConfig, bundle, names: list[str]) -> nn.Module:
-    """``forward() -> (K, d)``: fixed CLIP prompts, CoOp prompt learning, or random learnable embeddings."""
-    from t4p.models.clip import FixedTextEmbeddings
-    from t4p.models.prompt import PromptLearner, RandomEmbeddings
-
-    if model_cfg.text_source == "random":  # Table 6
-        return RandomEmbeddings(len(names), bundle.embed_dim)
-    if model_cfg.prompt_learning:  # CoOp
-        return PromptLearner(bundle, names, model_cfg.n_ctx, model_cfg.ctx_init)
-    return FixedTextEmbeddings(bundle, names, model_cfg.clip.template)
-
-
 def needs_text(cfg: Config) -> bool:
     """The text path exists when the TQM queries it or the auxiliary loss scores against it."""
     return cfg.model.tqm or (cfg.train.task != "pretrain" and cfg.loss.aux)
@@ -96,10 +88,6 @@ class Text4PointPretrain(nn.Module):
 
     def __init__(self, cfg: Config, bundle, class_names: list[str]) -> None:
         super().__init__()
-        from t4p.models.clip import DenseImageEncoder
-        from t4p.models.decoder_2d import Decoder2D
-        from t4p.sparse import make_backend
-
         m = cfg.model
         self.cfg = cfg
         self.backend = make_backend(m.sparse_backend)
@@ -107,12 +95,9 @@ class Text4PointPretrain(nn.Module):
         self.image_encoder = DenseImageEncoder(bundle, m.clip.dense_mode, fp16=m.clip.fp16)
         self.feature_cache = None
         if m.clip.feature_cache:  # the frozen encoder is deterministic: encode each frame once
-            from t4p.models.feature_cache import FeatureCache
-
-            root = m.clip.cache_dir or "~/.cache/t4p/clip"
-            self.feature_cache = FeatureCache(root, self.image_encoder.cache_id)
+            self.feature_cache = FeatureCache(clip_cache_root(m.clip), self.image_encoder.cache_id)
         self.decoder_2d = Decoder2D(d, m.decoder_2d_channels)
-        self.text = build_text_path(m, bundle, class_names) if needs_text(cfg) else None
+        self.text = make_text_path(m, bundle, class_names) if needs_text(cfg) else None
         self.backbone = Text4Point3D(m, d, expand=True)
         c3d = m.dec_planes[-1]
         self.proj_3d = nn.Linear(c3d, m.decoder_2d_channels) if c3d != m.decoder_2d_channels else None
@@ -139,14 +124,12 @@ def build_finetune_3d(cfg: Config, bundle, class_names: list[str], owner: str):
     Parameter names (`text.*`, `backbone.*`) are shared by all tasks, so a pre-training checkpoint
     transfers by name to segmentation, instances and detection alike.
     """
-    from t4p.sparse import make_backend
-
     m = cfg.model
     with_text = needs_text(cfg)
     if with_text and bundle is None:
         raise ValueError(f"{owner}: model.tqm or loss.aux needs text embeddings; no CLIP bundle given")
     d = bundle.embed_dim if bundle is not None else 0
-    text = build_text_path(m, bundle, class_names) if with_text else None
+    text = make_text_path(m, bundle, class_names) if with_text else None
     return make_backend(m.sparse_backend), text, Text4Point3D(m, d, expand=cfg.loss.aux)
 
 
