@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from t4p.io import TMP_PREFIX
+
 from t4p.config import ClipConfig
 from t4p.models.clip import DenseImageEncoder, load_clip
 from t4p.models.feature_cache import FeatureCache
@@ -35,7 +37,7 @@ def test_cache_computes_once_and_reuses(tmp_path):
     assert other.get(ids[0], (96, 128)) is None
     assert cache.hits == 4 and cache.misses == 5
     files = list(tmp_path.rglob("*"))
-    assert not [f for f in files if f.name.endswith(".tmp")]
+    assert files and not [f for f in files if f.name.startswith(TMP_PREFIX)]  # no temporary left behind
     payload = enc.embed_dim * 3 * 4 * 2  # fp16
     assert payload < cache.bytes_per_frame((96, 128)) < payload + 1024  # + npz/npy headers, fingerprint
 

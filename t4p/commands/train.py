@@ -18,6 +18,7 @@ import logging
 from pathlib import Path
 
 from t4p.config import ConfigError, from_json
+from t4p.io import write_json
 from t4p.recipes import RECIPES, get_recipe
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     out = Path(cfg.train.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     result = {"checkpoint": str(args.checkpoint), "split": cfg.finetune.eval_split, **scores}
-    (out / "eval_metrics.json").write_text(json.dumps(result, indent=2))
+    write_json(out / "eval_metrics.json", result, indent=2)
     print(json.dumps(result, indent=2))
     return 0
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from t4p.data.atomic import save_npz
 from t4p.data.scannet_rgbd import RGBDFrame
+from t4p.io import save_npz
 from t4p.sparse.voxelize import voxelize
 
 

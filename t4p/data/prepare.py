@@ -30,11 +30,11 @@ import numpy as np
 from tqdm import tqdm
 
 from t4p.data import s3dis, scannet_votenet, sunrgbd
-from t4p.data.atomic import clean_temporaries, save_npz, write_json
 from t4p.data.classes import class_list
 from t4p.data.pairs import build_pairs, save_pairs
 from t4p.data.scannet_rgbd import SkipStats, is_exported_scene, read_exported_scene
 from t4p.data.scannet_sens import iter_sens
+from t4p.io import clean_temporaries, save_npz, write_json
 
 log = logging.getLogger(__name__)
 

@@ -41,6 +41,8 @@ import torch.nn.functional as F
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg, build_model_from_openai_state_dict
 from torch import nn
 
+from t4p.io import atomic_path
+
 log = logging.getLogger(__name__)
 
 TINY_ARCH = "t4p-tiny"
@@ -490,9 +492,6 @@ class FixedTextEmbeddings(nn.Module):
 
 
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
+    """``np.save`` through ``t4p.io.atomic_path``: readers never see half a file."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, array)
-    os.replace(tmp, path)

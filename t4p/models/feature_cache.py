@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,16 +23,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from t4p.io import atomic_path
+
 log = logging.getLogger(__name__)
 
 
 def atomic_save_npz(path: Path, **arrays: np.ndarray) -> None:
-    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
+    """``np.savez`` through ``t4p.io.atomic_path``: readers never see half a file."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
-    os.replace(tmp, path)
 
 
 def fingerprint(image: torch.Tensor) -> str:

@@ -33,6 +33,7 @@ from ray import tune
 from t4p.config import Config, from_flat_dict, to_flat_dict
 from t4p.data.datasets import resolve_schedule
 from t4p.data.synthetic import ensure_synthetic
+from t4p.io import write_json
 from t4p.sweep.plan import Plan, check_rows, describe, plan_ablation
 from t4p.sweep.report import write_report
 from t4p.sweep.stages import StageStore
@@ -115,12 +116,8 @@ def _state_file(cfg: Config) -> Path:
 
 
 def save_state(cfg: Config, ctx: SweepContext, extra: dict) -> None:
-    path = _state_file(cfg)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
     context = {k: v for k, v in asdict(ctx).items() if k != "loop_fn"}
-    tmp.write_text(json.dumps({"context": context, **extra}, default=list, indent=1))
-    os.replace(tmp, path)
+    write_json(_state_file(cfg), {"context": context, **extra}, default=list)
 
 
 def load_state(cfg: Config) -> dict:

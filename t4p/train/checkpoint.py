@@ -8,13 +8,14 @@ container of those (RNG states are stored as tensors, the config as a JSON strin
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from t4p.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +57,10 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(path: str | Path, payload: dict) -> Path:
-    """Write ``payload`` to ``path`` atomically (tmp file in the same folder + os.replace)."""
+    """Write ``payload`` to ``path`` atomically (``t4p.io.atomic_path``)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
     return path
 
 

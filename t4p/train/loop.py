@@ -18,7 +18,6 @@ Global batch: ``train.batch_size`` is split across ``ctx.world_size`` workers an
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -36,6 +35,7 @@ from tqdm import tqdm
 from t4p.config import Config, ConfigError, config_hash, from_json, to_json, training_differences, validate
 from t4p.data.classes import class_list
 from t4p.data.datasets import make_dataset, resolve_schedule
+from t4p.io import write_json
 from t4p.models.clip import load_clip
 from t4p.models.text4point import frozen_tensor_ids, trainable_state_dict
 from t4p.tasks import Task, get_task
@@ -289,7 +289,7 @@ def run(cfg: Config, ctx: RunContextProtocol | None = None) -> dict:
         metrics = _metrics(state, cfg, len(train_ds), optimizer, info)
     if ctx.rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        write_json(out_dir / "metrics.json", metrics, indent=2)
     return metrics
 
 

@@ -1,8 +1,9 @@
-"""Atomic file writes: write to a temporary name in the same folder, then rename.
+"""Atomic file writes, the one helper every writer of t4p uses: a temporary name in the same folder, then rename.
 
 An interrupted run (crash, Ctrl-C, SIGKILL) leaves either the old file or the complete new
 one, never a half-written file. Temporary names start with ``.tmp-`` so readers skip them
-and ``clean_temporaries`` can remove leftovers on the next run.
+and ``clean_temporaries`` can remove leftovers on the next run. Writers that produce their
+bytes with another library (``torch.save``, ``np.save``) write into ``atomic_path``'s file.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, text.encode())
 
 
-def write_json(path: str | os.PathLike, obj) -> None:
-    write_text(path, json.dumps(obj, indent=1, sort_keys=True))
+def write_json(path: str | os.PathLike, obj, indent: int = 1, **dumps_kwargs) -> None:
+    write_text(path, json.dumps(obj, indent=indent, sort_keys=True, **dumps_kwargs))
 
 
 def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
