@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from t4p.io import TMP_PREFIX
-
 from t4p.config import ClipConfig
+from t4p.io import TMP_PREFIX
 from t4p.models.clip import DenseImageEncoder, load_clip
 from t4p.models.feature_cache import FeatureCache
 
