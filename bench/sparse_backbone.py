@@ -1,9 +1,9 @@
 """Benchmark one full SR-UNet34 training step (forward, backward, SGD) on each sparse backend.
 
-Scenes (procedural, see t4p.sparse.synthetic): an S3DIS-sized room at 5 cm (~90k voxels) and a
-pre-training frame at 2.5 cm (~28k voxels). Every backend/scene runs in its own subprocess, so
-its peak resident memory (ru_maxrss) is its own. Kernel maps are rebuilt every step (a new input
-tensor, hence a new coordinate set, per step). Prints JSON.
+Scenes (procedural, the rooms of t4p.data.synthetic): an S3DIS-sized room at 5 cm (~53k voxels)
+and the points one 240x320 pre-training frame sees at 2.5 cm (~16k voxels). Every backend/scene
+runs in its own subprocess, so its peak resident memory (ru_maxrss) is its own. Kernel maps are
+rebuilt every step (a new input tensor, hence a new coordinate set, per step). Prints JSON.
 
     python bench/sparse_backbone.py [--quick] [--threads 2] [--repeats 3] [--device cpu]
 """
@@ -21,12 +21,12 @@ import sys
 import time
 
 SCENES = {
-    "room_5cm": dict(kind="room", voxel_size=0.05, size=(5.6, 4.6, 3.0), n_boxes=8),
-    "frame_2.5cm": dict(kind="frame", voxel_size=0.025, size=(2.2, 1.8, 1.4), n_boxes=1),
+    "room_5cm": dict(kind="room", voxel_size=0.05, density=1600.0),
+    "frame_2.5cm": dict(kind="frame", voxel_size=0.025, hw=(240, 320)),
 }
 QUICK_SCENES = {
-    "room_10cm": dict(kind="room", voxel_size=0.10, size=(5.6, 4.6, 3.0), n_boxes=8, density=400.0),
-    "frame_5cm": dict(kind="frame", voxel_size=0.05, size=(2.2, 1.8, 1.4), n_boxes=1, density=1600.0),
+    "room_10cm": dict(kind="room", voxel_size=0.10, density=400.0),
+    "frame_5cm": dict(kind="frame", voxel_size=0.05, hw=(120, 160)),
 }
 
 
@@ -34,7 +34,7 @@ def scene_tensors(spec: dict):
     import numpy as np
     import torch
 
-    from t4p.sparse.synthetic import frame_points, room_points
+    from t4p.data.synthetic import frame_points, room_points
     from t4p.sparse.voxelize import voxelize
 
     kwargs = {k: v for k, v in spec.items() if k not in ("kind", "voxel_size")}

@@ -44,10 +44,6 @@ class Room:
     repaired: list[str] = field(default_factory=list)  # "file:line" of repaired lines
     skipped: list[str] = field(default_factory=list)  # "file:line" of skipped lines
 
-    @property
-    def room_id(self) -> str:
-        return f"Area_{self.area}/{self.name}"
-
 
 def class_of(path: Path, classes: ClassList = S3DIS13) -> int:
     """Class index from an annotation file name ``<class>_<k>.txt``."""

@@ -63,13 +63,6 @@ class SkipStats:
             ex.append(where)
         log.warning("skipping frame %s: %s", where, reason.replace("_", " "))
 
-    def merge(self, other: SkipStats) -> None:
-        self.num_frames += other.num_frames
-        self.selected += other.selected
-        for k, v in other.counts.items():
-            self.counts[k] = self.counts.get(k, 0) + v
-        for k, v in other.examples.items():
-            self.examples.setdefault(k, []).extend(v[: max(0, 5 - len(self.examples.get(k, [])))])
 
     def to_dict(self) -> dict:
         return {"num_frames": self.num_frames, "selected_frames": self.selected, "skipped": dict(self.counts)}
@@ -172,7 +165,3 @@ def read_exported_scene(
             continue
         stats.selected += 1
         yield RGBDFrame(scene_dir.name, i, read_color(paths["color"]), depth, pose, k_color, k_depth)
-
-
-def count_frames(scene_dir: str | Path) -> int:
-    return len(list_frame_indices(Path(scene_dir)))

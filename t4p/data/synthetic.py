@@ -35,6 +35,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from t4p.data.classes import S3DIS13, SUNRGBD10
+from t4p.sparse.voxelize import voxelize
 
 log = logging.getLogger(__name__)
 
@@ -541,6 +542,36 @@ def sample_points(room: Room, density: float, rng: np.random.Generator):
         near = np.flatnonzero(np.all((xyz >= c.min(0)) & (xyz <= c.max(0)), axis=1) & (idx != i))
         keep[near[_inside(s, xyz[near])]] = False  # points hidden inside another solid
     return xyz[keep], idx[keep]
+
+
+# --------------------------------------------------------------------------- in-memory scenes (tests, benchmarks)
+
+
+def room_points(seed: int = 0, density: float = 300.0) -> np.ndarray:
+    """The visible surface points of one random room (the S3DIS-room shape), (N, 3) metres."""
+    rng = np.random.default_rng(seed)
+    return sample_points(make_room(rng), density, rng)[0]
+
+
+def frame_points(seed: int = 0, hw: tuple[int, int] = (240, 320)) -> np.ndarray:
+    """The points one RGB-D frame of a random room sees (the pre-training frame's shape), (N, 3) metres."""
+    rng = np.random.default_rng(seed)
+    room = make_room(rng)
+    pose = trajectory(room, 1, rng, cam_r=0.3)[0]
+    t, which, dirs = ray_cast(room, pose, intrinsics(*hw), hw)  # (H, W), (H, W), (H, W, 3)
+    hit = which >= 0
+    return pose[:3, 3] + t[hit, None] * dirs[hit]  # (n_hit, 3)
+
+
+def room_voxels(voxel_size: float, batch: int = 1, seed: int = 0, density: float = 300.0):
+    """``batch`` voxelised random rooms -> coords int32 (M, 4) = (batch, x, y, z), colours float32 (M, 3)."""
+    coords, colours = [], []
+    for b in range(batch):
+        vox = voxelize(room_points(seed + b, density), voxel_size)
+        batch_col = np.full((len(vox.coords), 1), b, dtype=np.int32)
+        coords.append(np.concatenate([batch_col, vox.coords], 1))
+        colours.append((np.random.default_rng(seed + b).random((len(vox.coords), 3)) - 0.5).astype(np.float32))
+    return np.concatenate(coords), np.concatenate(colours)
 
 
 # --------------------------------------------------------------------------- writers

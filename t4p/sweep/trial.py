@@ -9,7 +9,6 @@ latest checkpoint instead of starting over.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import warnings
@@ -200,7 +199,3 @@ def finetune_trainable(config: dict, sweep: SweepContext) -> None:
         tags["pretrain_run_id"] = StageStore(sweep.stage_store).info(stage).get("mlflow_run_id") or ""
     tracked_fit(cfg, sweep, name=name, trial=trial, stage="finetune", row=row, seed=cfg.train.seed,
                 extra_tags=tags, skip_if_finished=True)
-
-
-def context_dict(ctx: SweepContext) -> dict:
-    return dataclasses.asdict(ctx)

@@ -85,9 +85,3 @@ def _unpickler_reason(e: Exception) -> str:
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     found = [ln for ln in lines if "WeightsUnpickler error" in ln]
     return (found or lines or [type(e).__name__])[0][:300]
-
-
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """``<run_dir>/checkpoint.pt`` if it exists."""
-    path = Path(run_dir) / CHECKPOINT_NAME
-    return path if path.is_file() else None
