@@ -16,7 +16,7 @@ bench: setup
 	@for b in bench/*.py; do echo "== $$b"; out=bench-results/$$(basename $$b .py).json; .venv/bin/python $$b > $$out || exit 1; cat $$out; done
 
 lint: setup
-	.venv/bin/ruff check t4p sweeps bench scripts tests
+	@scripts/lint.sh
 
 clean:
 	rm -rf runs mlruns ray_results t4p_stages .pytest_cache bench-results

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The whole test suite, as `make test` and CI run it: lint, then pytest (slowest tests listed).
+# The whole test suite, as `make test` and CI run it: the static checks (scripts/lint.sh), then pytest
+# (slowest tests listed).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-echo "[test] ruff check"
-.venv/bin/ruff check t4p sweeps bench scripts tests || exit 1
+scripts/lint.sh || exit 1
 
 echo "[test] pytest (T4P_REQUIRE_MINKOWSKI=${T4P_REQUIRE_MINKOWSKI:-0})"
 .venv/bin/python -m pytest --durations=15 --timeout=1200 "$@"

@@ -187,8 +187,8 @@ class InsSegConfig:
 
 @dataclass
 class DetConfig:
-    """Detection: VoteNet on SR-UNet (t4p.models.votenet, t4p.losses_det); VoteNet's defaults where the paper is
-    silent."""
+    """Detection: VoteNet on SR-UNet (t4p.models.votenet, t4p.models.votenet_loss); VoteNet's defaults where the
+    paper is silent."""
 
     num_proposals: int = 256
     vote_radius: float = 0.3

@@ -106,8 +106,8 @@ def test_loss_targets_near_far_and_votes():
     """Objectness labels: < 0.3 m positive, > 0.6 m negative, in between ignored; the vote loss is
     the L1 distance to the nearest containing box's centre."""
     from t4p.config import DetConfig
-    from t4p.losses_det import assign, objectness_targets, pad_boxes, vote_loss
     from t4p.models.votenet import DetOutput
+    from t4p.models.votenet_loss import assign, objectness_targets, pad_boxes, vote_loss
 
     gt, mask = pad_boxes([torch.tensor([[0.0, 0, 0, 1, 1, 1, 0, 2]])], "cpu")
     centres = torch.tensor([[[0.1, 0, 0], [0.45, 0, 0], [2.0, 0, 0]]])

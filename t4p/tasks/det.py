@@ -1,6 +1,6 @@
 """Detection fine-tuning (VoteNet on SR-UNet, Sec. 4.3; Tables 7, 8).
 
-Loss: VoteNet's terms (``t4p.losses_det``, weights ``det.*``) plus the auxiliary loss on encoder points
+Loss: VoteNet's terms (``t4p.models.votenet_loss``, weights ``det.*``) plus the auxiliary loss on encoder points
 (Eq. 15-16) when ``loss.aux``; SUN RGB-D has no point labels, so its pseudo-labels come from the boxes.
 Evaluation: AP per class at 3D IoU 0.25 and 0.5 (``t4p.tasks.det_metrics``, oriented IoU when
 ``det.oriented_boxes``). The class mean sizes the box head regresses against come from the training
@@ -16,10 +16,10 @@ from torch import nn
 from t4p.config import Config
 from t4p.data.datasets import make_dataset
 from t4p.data.prepare import load_arrays
-from t4p.losses_det import votenet_loss
 from t4p.models.box_ops import points_in_boxes
 from t4p.models.text4point import needs_text
 from t4p.models.votenet import VoteNetDetector
+from t4p.models.votenet_loss import votenet_loss
 from t4p.tasks.base import Metric, distributed, flat_scores
 from t4p.tasks.det_metrics import DetEvaluator
 from t4p.tasks.semseg import aux_term
@@ -97,7 +97,7 @@ def evaluate_det(core: nn.Module, loader, cfg: Config, device: torch.device, cla
 class DetTask:
     name = "det"
     fine_tuning = True
-    metrics = (Metric("mAP@0.5", "map50"), Metric("mAP@0.25", "map25"))
+    metrics: tuple[Metric, ...] = (Metric("mAP@0.5", "map50"), Metric("mAP@0.25", "map25"))
 
     def needs_clip(self, cfg: Config) -> bool:
         return needs_text(cfg)
