@@ -14,6 +14,9 @@ directories); ``MLFLOW_TRACKING_URI`` or ``tracking.uri`` override it.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import functools
 import json
 import logging
 import os
@@ -22,7 +25,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
@@ -85,13 +88,35 @@ def _retry(fn: Callable[[], T], what: str, attempts: int = 8) -> T:
     raise AssertionError("unreachable")
 
 
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """An exclusive lock file beside a sqlite store (``mlflow.db.lock``), held while it is opened.
+
+    MLflow creates and migrates a sqlite store on first use without a lock of its own: two processes
+    doing it at once fail with "table experiments already exists" and can leave the store half
+    migrated. Other stores (servers, databases) migrate on their side: no lock.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri[len("sqlite:///") :])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 class Tracker:
     """A handle on one tracking store and experiment."""
 
     def __init__(self, uri: str, experiment: str):
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
-        self.experiment_id = _retry(lambda: self._experiment_id(experiment), "get experiment")
+        with store_lock(uri):  # the first access creates / migrates the store
+            self.client = MlflowClient(tracking_uri=uri)
+            self.experiment_id = _retry(lambda: self._experiment_id(experiment), "get experiment")
 
     def _experiment_id(self, name: str) -> str:
         exp = self.client.get_experiment_by_name(name)
@@ -146,12 +171,12 @@ class Tracker:
         logged = self.client.get_run(run_id).data.params
         items = [Param(k, v) for k, v in clean_params(params).items() if k not in logged]
         for chunk in _chunks(items, MAX_PARAMS_TAGS_PER_BATCH):
-            _retry(lambda c=chunk: self.client.log_batch(run_id, params=c), "log params")
+            _retry(functools.partial(self.client.log_batch, run_id, params=chunk), "log params")
 
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
         items = [RunTag(k, v) for k, v in clean_tags(tags).items()]
         for chunk in _chunks(items, MAX_PARAMS_TAGS_PER_BATCH):
-            _retry(lambda c=chunk: self.client.log_batch(run_id, tags=c), "set tags")
+            _retry(functools.partial(self.client.log_batch, run_id, tags=chunk), "set tags")
 
     def log_metrics(self, run_id: str, metrics: dict[str, Any], step: int) -> None:
         now = int(time.time() * 1000)
@@ -161,7 +186,7 @@ class Tracker:
             if isinstance(v, int | float) and not isinstance(v, bool)
         ]
         for chunk in _chunks(items, 1000):
-            _retry(lambda c=chunk: self.client.log_batch(run_id, metrics=c), "log metrics")
+            _retry(functools.partial(self.client.log_batch, run_id, metrics=chunk), "log metrics")
 
     def log_artifact(self, run_id: str, path: str | os.PathLike, subdir: str | None = None) -> None:
         _retry(lambda: self.client.log_artifact(run_id, str(path), subdir), "log artifact")

@@ -155,3 +155,49 @@ def test_ablation_task_runs_and_reports(tmp_path, task, paper):
     label = "mAP@0.5"
     assert row["row"] == "T5-1" and row[f"{label} (paper)"] == paper  # Table 2 / Table 8's SR-UNet baseline
     assert row[f"{label} (ours)"] == f"{100 * run.data.metrics[key]:.1f} ± 0.0"
+
+
+def test_sigterm_closes_every_run_and_resume_finishes_without_duplicates(tmp_path):
+    """SIGTERM to the driver's process group (what ``ray job stop`` sends) once a trial's run is RUNNING:
+    every run of the sweep ends KILLED or FINISHED, none RUNNING; ``--resume`` then finishes the sweep
+    reopening the same runs."""
+    cmd = [sys.executable, str(REPO / "sweeps" / "ablation.py"), "--recipe", "smoke_semseg",
+           "--pretrain-recipe", "smoke_pretrain", "--rows", "T5-1",
+           "--seeds", "0", "--experiment", "term", "--workers-per-trial", "1", "--cpus-per-worker", "1",
+           "--num-cpus", "2", "train.max_steps=24", "train.eval_every=24", "train.checkpoint_every=2",
+           "train.num_threads=1"]
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    log1 = (tmp_path / "first.log").open("w")
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=script_env(), stdout=log1, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    running = []
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline and proc.poll() is None and not running:
+            time.sleep(1)
+            if not (tmp_path / "ray_results" / "t4p_sweeps" / "term.json").exists():
+                continue  # the driver writes it after creating the store
+            runs = mlflow_runs(uri, "term")
+            running = [r for r in runs if r.data.tags.get("stage") == "finetune" and r.info.status == "RUNNING"]
+        assert running, "no trial run became RUNNING:\n" + (tmp_path / "first.log").read_text()[-3000:]
+        os.killpg(proc.pid, signal.SIGTERM)
+        rc = proc.wait(timeout=120)
+    finally:
+        _kill_group(proc)
+    first_log = (tmp_path / "first.log").read_text()
+    assert rc != 0 and "--resume" in first_log, first_log[-3000:]
+    assert "Traceback" not in first_log.split("SIGTERM")[0][-2000:]
+    runs = mlflow_runs(uri, "term")
+    assert {r.info.status for r in runs} <= {"KILLED", "FINISHED"}, [(r.data.tags.get("stage"), r.info.status)
+                                                                      for r in runs]
+    assert any(r.data.tags.get("stage") == "sweep" and r.info.status == "KILLED" for r in runs)
+
+    second = subprocess.run([*cmd, "--resume"], cwd=tmp_path, env=script_env(), capture_output=True, text=True,
+                            timeout=900)
+    assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
+    runs = mlflow_runs(uri, "term")
+    stages = sorted(r.data.tags.get("stage") for r in runs)
+    assert stages == ["finetune", "sweep"], stages  # the same two runs, reopened
+    assert all(r.info.status == "FINISHED" for r in runs)
+    (trial,) = [r for r in runs if r.data.tags["stage"] == "finetune"]
+    assert trial.info.run_id == running[0].info.run_id and trial.data.metrics["final/step"] == 24

@@ -18,9 +18,11 @@ grid (finished trials are not rerun), and every MLflow run is reopened rather th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import signal
 import time
 import uuid
 from dataclasses import asdict
@@ -142,6 +144,65 @@ def open_parent(tracker: Tracker | None, ctx: SweepContext, cfg: Config, kind: s
     tracker.log_config(ctx.parent_run_id, cfg)
 
 
+class SweepInterrupted(KeyboardInterrupt):
+    """SIGTERM (what ``ray job stop`` sends) reached the driver; a KeyboardInterrupt, so Tune stops as for Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"{signal.Signals(signum).name}: sweep stopped, continue it with --resume")
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stop_cleanly(tracker: Tracker | None, ctx: SweepContext):
+    """SIGTERM and Ctrl-C end the sweep with its MLflow runs closed: every open run becomes KILLED.
+
+    The runs are closed inside the signal handler, first: ``ray job stop`` follows SIGTERM with
+    SIGKILL a few seconds later, too soon to wait for Tune to wind down. The sweep's state file
+    was written before the block; ``--resume`` reopens the runs and continues the grid.
+    """
+
+    def close(why: str) -> None:
+        log.warning("%s: marking the sweep's open MLflow runs KILLED; continue with --resume", why)
+        if tracker is not None:
+            assert ctx.parent_run_id is not None  # open_parent set it: tracking is on
+            close_children(tracker, ctx)
+            tracker.finish(ctx.parent_run_id, "KILLED")
+
+    def on_sigterm(signum: int, frame) -> None:
+        signal.signal(signum, previous)  # a second SIGTERM is not handled twice
+        close(signal.Signals(signum).name)
+        raise SweepInterrupted(signum)
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)  # after ray.init: Ray installs a SIGTERM handler of its own
+    try:
+        yield
+    except SweepInterrupted:
+        raise
+    except KeyboardInterrupt:  # Ctrl-C outside Tune's own handler
+        close("interrupted")
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class CloseFailedRuns(tune.Callback):
+    """A trial Tune reports as errored (its process died, its node was lost) gets its MLflow run FAILED now.
+
+    A trial that raises closes its own run; one that is killed cannot, and would stay RUNNING until
+    the sweep ends. Runs are found by the ``tune_trial_id`` tag every trial run carries.
+    """
+
+    def __init__(self, uri: str, experiment: str, sweep_id: str) -> None:
+        self.uri, self.experiment, self.sweep_id = uri, experiment, sweep_id
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        tracker = Tracker(self.uri, self.experiment)
+        for run in tracker.find_runs(sweep_id=self.sweep_id, tune_trial_id=trial.trial_id):
+            if run.info.status == "RUNNING":
+                tracker.finish(run.info.run_id, "FAILED")
+                log.warning("trial %s failed: MLflow run %s marked FAILED", trial.trial_id, run.info.run_id)
+
+
 def close_children(tracker: Tracker, ctx: SweepContext) -> int:
     """Children still RUNNING after the driver's Tune run ended belong to killed trials: mark them."""
     n = 0
@@ -172,6 +233,7 @@ def run_tune(trainable, ctx: SweepContext, cfg: Config, name: str, param_space: 
                 name=name,
                 storage_path=cfg.sweep.storage_path,
                 failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures),
+                callbacks=[CloseFailedRuns(ctx.tracking_uri, ctx.experiment, ctx.sweep_id)] if ctx.tracking_uri else [],
                 verbose=1,
             ),
         )
@@ -230,25 +292,28 @@ def run_ablation(ft_cfg: Config, pt_cfg: Config, *, step_time_s: float = 0.5, nu
     })
     save_state(ft_cfg, ctx, {"pretrain_base": to_flat_dict(pt_cfg), "kind": "ablation"})
     if tracker:
+        assert ctx.parent_run_id is not None  # open_parent set it: tracking is on
         tracker.log_text(ctx.parent_run_id, describe(plan, step_time_s), "plan.txt")
 
     init_ray(num_cpus)
     t0 = time.time()
-    done = True
-    if plan.stages_to_run:
-        keys = [s.key for s in plan.stages_to_run]
-        res = run_tune(pretrain_trainable, ctx, ft_cfg, f"{sweep_id}-pretrain-{uuid.uuid4().hex[:4]}",
-                       {"stage": tune.grid_search(keys)}, resume=False)
-        done = _all_done(res) and all(store.has(k) for k in keys)
-    t_pre = time.time() - t0
-    if done:
-        space = {"row": tune.grid_search(check_rows(ft_cfg.sweep.rows)),
-                 "seed": tune.grid_search(list(ft_cfg.sweep.seeds))}
-        res = run_tune(finetune_trainable, ctx, ft_cfg, f"{sweep_id}-finetune", space, resume=resume)
-        done = _all_done(res)
+    with stop_cleanly(tracker, ctx):
+        done = True
+        if plan.stages_to_run:
+            keys = [s.key for s in plan.stages_to_run]
+            res = run_tune(pretrain_trainable, ctx, ft_cfg, f"{sweep_id}-pretrain-{uuid.uuid4().hex[:4]}",
+                           {"stage": tune.grid_search(keys)}, resume=False)
+            done = _all_done(res) and all(store.has(k) for k in keys)
+        t_pre = time.time() - t0
+        if done:
+            space = {"row": tune.grid_search(check_rows(ft_cfg.sweep.rows)),
+                     "seed": tune.grid_search(list(ft_cfg.sweep.seeds))}
+            res = run_tune(finetune_trainable, ctx, ft_cfg, f"{sweep_id}-finetune", space, resume=resume)
+            done = _all_done(res)
     summary = {"sweep_id": sweep_id, "parent_run_id": ctx.parent_run_id, "completed": done,
                "pretrain_s": t_pre, "total_s": time.time() - t0, "plan": plan, "tracking_uri": uri}
     if tracker:
+        assert ctx.parent_run_id is not None  # open_parent set it: tracking is on
         killed = close_children(tracker, ctx)
         if killed:
             log.warning("%d trial runs were left RUNNING by killed trials: marked KILLED", killed)

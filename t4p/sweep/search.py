@@ -17,7 +17,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from optuna.storages import RDBStorage
 from ray import tune
@@ -46,6 +48,7 @@ from t4p.sweep.driver import (
     run_tune,
     save_state,
     share_data_caches,
+    stop_cleanly,
     warm_data,
 )
 from t4p.sweep.plan import steps_text
@@ -157,7 +160,7 @@ def _study_storage(cfg: Config) -> str:
 
 def run_search(cfg: Config, space: dict | None = None, *, metric: str = DEFAULT_METRIC, mode: str = "max",
                num_cpus: int | None = None, loop_fn=None, evaluate_test: bool = True,
-               step_time_s: float = 0.5, fit_overhead_s: float = 20.0, start_points: list[dict] = ()) -> dict:
+               step_time_s: float = 0.5, fit_overhead_s: float = 20.0, start_points: Sequence[dict] = ()) -> dict:
     """Optuna + ASHA over ``space`` (dotted keys); returns best config, metric and the test result.
 
     ``start_points`` are evaluated first, in order (e.g. the paper's values); Optuna's TPE sampler is
@@ -202,6 +205,14 @@ def run_search(cfg: Config, space: dict | None = None, *, metric: str = DEFAULT_
     save_state(cfg, ctx, {"kind": "search"})
 
     init_ray(num_cpus)
+    with stop_cleanly(tracker, ctx):
+        return _search(cfg, ctx, tracker, space, start_points, metric, mode, resume, evaluate_test)
+
+
+def _search(cfg: Config, ctx: SweepContext, tracker: Tracker | None, space: dict, start_points, metric: str,
+            mode: str, resume: bool, evaluate_test: bool) -> dict:
+    """Optuna + ASHA over ``space`` on the val split, then the best config on the test split."""
+    sweep_id = ctx.sweep_id
     searcher = OptunaSearch(metric=metric, mode=mode, study_name=f"t4p-{sweep_id}", seed=cfg.train.seed,
                             points_to_evaluate=list(start_points) or None, storage=RDBStorage(_study_storage(cfg)))
     grace = max(cfg.sweep.asha_grace_steps, cfg.train.eval_every)
@@ -213,8 +224,8 @@ def run_search(cfg: Config, space: dict | None = None, *, metric: str = DEFAULT_
                                   max_concurrent_trials=cfg.sweep.max_concurrent)
     t0 = time.time()
     results = run_tune(finetune_trainable, ctx, cfg, f"{sweep_id}-search", space, resume, tune_config)
-    out = {"sweep_id": sweep_id, "parent_run_id": ctx.parent_run_id, "tracking_uri": uri,
-           "search_s": time.time() - t0, "trials": len(results)}
+    out: dict[str, Any] = {"sweep_id": sweep_id, "parent_run_id": ctx.parent_run_id, "tracking_uri": ctx.tracking_uri,
+                           "search_s": time.time() - t0, "trials": len(results)}
     stopped = _mark_early_stopped(tracker, ctx, results, cfg.train.max_steps)
     out["early_stopped"] = stopped
     done = results.num_errors == 0 and results.num_terminated == len(results) == cfg.sweep.trials
@@ -225,14 +236,17 @@ def run_search(cfg: Config, space: dict | None = None, *, metric: str = DEFAULT_
         out.update(best_config=best_cfg, best_metric=(best.metrics or {}).get(metric))
         print(f"best config ({metric} = {out['best_metric']}): {json.dumps(best_cfg, sort_keys=True)}", flush=True)
         if tracker:
+            assert ctx.parent_run_id is not None  # open_parent set it: tracking is on
             tracker.log_text(ctx.parent_run_id, json.dumps(out["best_config"], indent=2), "best_config.json")
             tracker.set_tags(ctx.parent_run_id, {"best_trial": (best.metrics or {}).get("trial_id", "")})
             tracker.log_metrics(ctx.parent_run_id, {f"best/{metric}": out["best_metric"] or float("nan")}, 0)
         if done and evaluate_test:
             out["test"] = evaluate_best(cfg, best_cfg, ctx)
             if tracker:
+                assert ctx.parent_run_id is not None  # open_parent set it: tracking is on
                 tracker.log_metrics(ctx.parent_run_id, {f"test/{k}": v for k, v in out["test"].items()}, 0)
     if tracker:
+        assert ctx.parent_run_id is not None  # open_parent set it: tracking is on
         close_children(tracker, ctx)
         tracker.finish(ctx.parent_run_id, "FINISHED" if done else "KILLED")
     return out
@@ -269,5 +283,6 @@ def evaluate_best(cfg: Config, best: dict, ctx: SweepContext) -> dict:
              "evaluated once on the test split")
     result, _ = tracked_fit(test_cfg, ctx, name=name, trial="best-test", stage="test",
                             seed=test_cfg.train.seed, extra_tags={"split": "test", "train_split": "full"})
+    assert result is not None  # tracked_fit returns no result only with skip_if_finished
     metrics = result.metrics or {}
     return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}

@@ -14,13 +14,19 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray.train
 import ray.tune
-from ray.train import ScalingConfig
-from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
+
+if TYPE_CHECKING:  # ray.train(.torch) rebinds these to Train V2's (the default) at import; mypy sees only V1's
+    from ray.train.v2.api.callback import UserCallback
+    from ray.train.v2.api.config import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.v2.torch.torch_trainer import TorchTrainer
+else:
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
 
 from t4p.config import Config, apply_overrides, from_flat_dict, set_value, to_flat_dict
 from t4p.sweep.plan import finetune_config
@@ -68,16 +74,16 @@ def fit(cfg: Config, name: str, ctx: SweepContext, run_id: str | None) -> ray.tr
     tracking = None
     if run_id and ctx.tracking_uri:
         tracking = {"uri": ctx.tracking_uri, "experiment": ctx.experiment, "run_id": run_id}
-    callbacks = [TuneReportCallback()] if in_tune_trial() else []
+    callbacks: list[UserCallback] = [TuneReportCallback()] if in_tune_trial() else []
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"cfg": to_flat_dict(cfg), "tracking": tracking, "loop_fn": ctx.loop_fn},
         scaling_config=scaling_config(cfg),
-        run_config=ray.train.RunConfig(
+        run_config=RunConfig(
             name=name,
             storage_path=ctx.storage_path,
             callbacks=callbacks,
-            failure_config=ray.train.FailureConfig(max_failures=cfg.sweep.max_failures),
+            failure_config=FailureConfig(max_failures=cfg.sweep.max_failures),
         ),
     )
     return trainer.fit()
@@ -116,15 +122,17 @@ def tracked_fit(
             return None, done[0].info.run_id
     if tracker is not None:
         run_id = tracker.open_run(name, {"sweep_id": ctx.sweep_id, "trial": trial}, ctx.parent_run_id)
-        tracker.set_tags(run_id, {**run_tags(cfg, stage=stage, row=row, seed=seed), **(extra_tags or {})})
+        tune_trial = {"tune_trial_id": ray.tune.get_context().get_trial_id() or ""}  # for CloseFailedRuns
+        tracker.set_tags(run_id, {**run_tags(cfg, stage=stage, row=row, seed=seed), **tune_trial, **(extra_tags or {})})
         tracker.log_config(run_id, cfg)
     try:
         result = fit(cfg, name, ctx, run_id)
-    except BaseException:
-        if tracker is not None:
-            tracker.finish(run_id, "FAILED")
+    except BaseException as err:
+        if tracker is not None and run_id is not None:  # run_id is set whenever there is a tracker
+            stopped = isinstance(err, (KeyboardInterrupt, SystemExit))  # a signal: Ctrl-C, ray job stop
+            tracker.finish(run_id, "KILLED" if stopped else "FAILED")
         raise
-    if tracker is not None:
+    if tracker is not None and run_id is not None:
         final = _final_metrics(result)
         step = int(final.get("final/step", 0))
         tracker.log_metrics(run_id, final, step)
@@ -157,6 +165,7 @@ def pretrain_trainable(config: dict, sweep: SweepContext) -> None:
             cfg, sweep, name=name, trial=name, stage="pretrain", seed=cfg.train.seed,
             extra_tags={"stage_hash": key},
         )
+        assert result is not None  # tracked_fit returns no result only with skip_if_finished
         if result.checkpoint is None:
             raise RuntimeError(f"pre-training {key} reported no checkpoint; cannot store the stage")
         with result.checkpoint.as_directory() as ckpt_dir:
@@ -194,7 +203,7 @@ def finetune_trainable(config: dict, sweep: SweepContext) -> None:
     trial = f"{row}-s{cfg.train.seed}" if row else ray.tune.get_context().get_trial_id()
     name = f"{sweep.sweep_id}-{trial}"
     set_value(cfg, "train.out_dir", _trial_dir(sweep, name))
-    tags = {"stage_hash": stage or "", "tune_trial_id": ray.tune.get_context().get_trial_id()}
+    tags = {"stage_hash": stage or ""}
     if stage:
         tags["pretrain_run_id"] = StageStore(sweep.stage_store).info(stage).get("mlflow_run_id") or ""
     tracked_fit(cfg, sweep, name=name, trial=trial, stage="finetune", row=row, seed=cfg.train.seed,
