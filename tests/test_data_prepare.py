@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 
 from t4p.cli import main
-from t4p.data.prepare import PrepareSettings, is_complete, prepare, read_manifest
-from t4p.data.scannet_rgbd import RGBDFormatError
+from t4p.data.prepare import BadDataError, PrepareSettings, is_complete, prepare, read_manifest
 from tests._data_helpers import layout_exported, layout_s3dis_room
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,24 +56,24 @@ def test_prepare_writes_manifest_and_resumes(rgbd_scenes, tmp_path):
     assert f.stat().st_mtime_ns == before and m2["units"] == m["units"]  # nothing redone
 
 
-def test_failed_unit_is_not_recorded_and_rerun_finishes(shared_data, tmp_path):
+def test_bad_unit_is_not_cached_and_rerun_finishes(shared_data, tmp_path):
     src = tmp_path / "scans"
     layout_exported(shared_data, src / "scene0000_00", frames=(0, 50))
     layout_exported(shared_data, src / "scene0001_00", frames=(0, 50))
     (src / "scene0001_00" / "pose" / "50.txt").write_text("garbage\n")
     out = tmp_path / "cache"
-    with pytest.raises(RGBDFormatError, match=r"scene0001_00/pose/50\.txt"):
+    with pytest.raises(BadDataError, match=r"scene0001_00/pose/50\.txt"):
         prepare("scannet-rgbd", src, out, SMALL, progress=False)
     m = read_manifest(out)
-    assert list(m["units"]) == ["scene0000_00"] and not m["complete"]
-    assert not list(out.rglob(".tmp-*"))
+    assert list(m["units"]) == ["scene0000_00"] and list(m["bad_units"]) == ["scene0001_00"] and not m["complete"]
+    assert not list(out.rglob(".tmp-*")) and not list(out.glob("scene0001_00/*.npz"))  # frame 0: removed
     done = out / "scene0000_00" / "000000.npz"
     before = done.stat().st_mtime_ns
     shutil.copyfile(
         shared_data / "7scenes_rgbd" / "frame-000050.pose.txt", src / "scene0001_00" / "pose" / "50.txt"
     )
     m = prepare("scannet-rgbd", src, out, SMALL, progress=False)
-    assert m["complete"] and len(m["units"]) == 2 and done.stat().st_mtime_ns == before
+    assert m["complete"] and len(m["units"]) == 2 and not m["bad_units"] and done.stat().st_mtime_ns == before
 
 
 def test_killed_prepare_leaves_no_half_written_file(rgbd_scenes, tmp_path):
@@ -138,7 +137,10 @@ def test_cli_prepare_and_inspect(shared_data, tmp_path, capsys, rgbd_scenes):
     assert main(["data", "prepare", "s3dis-raw", str(tmp_path / "s3dis"), str(out), "--workers", "1"]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["units"] == 1 and res["points"] == 100
-    assert main(["data", "inspect", str(tmp_path / "nothing"), "--format", "s3dis-raw"]) == 1
+    assert main(["data", "inspect", str(tmp_path / "nothing"), "--format", "s3dis-raw"]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["data", "inspect", str(tmp_path / "empty"), "--format", "s3dis-raw"]) == 2
     assert "no rooms found" in capsys.readouterr().err
 
 

@@ -19,7 +19,7 @@ def test_raw_room_reads_back_the_fixture(shared_data, tmp_path):
     pts, sem, ins, names = s3dis_fixture(shared_data)
     assert names == list(S3DIS13.names)
     assert room.area == 1 and room.name == "office_2" and len(room.xyz) == 100
-    assert room.repaired == [] and room.skipped == []
+    assert room.repaired == []
     # the reader groups points by annotation file; compare as sets of (xyz, rgb, class)
     got = sorted(zip(np.round(room.xyz, 4).tolist(), room.rgb.tolist(), room.labels.tolist(), strict=True))
     want = sorted(
@@ -45,15 +45,21 @@ def test_hallway_6_style_typo_is_repaired_and_reported(tmp_path, caplog):
     _write(
         ann / "ceiling_1.txt", [*good, "19.302 -9.160 3.043 103.0\x100000 196 184", "1.2 2.2 3.2 12 22 32"]
     )
-    _write(ann / "wall_1.txt", ["0 0 0 1 1 1", "0.5 0.5 bad 1 1", "0 1 0 2 2 2"])
+    _write(ann / "wall_1.txt", ["0 0 0 1 1 1", "0 1 0 2 2 2"])
     with caplog.at_level(logging.WARNING):
         room = read_room(ann.parent)
-    assert room.area == 5 and len(room.xyz) == 6  # 4 ceiling (one repaired) + 2 wall (one skipped)
+    assert room.area == 5 and len(room.xyz) == 6  # 4 ceiling (one repaired) + 2 wall
     assert room.repaired == [f"{ann / 'ceiling_1.txt'}:3"]
-    assert room.skipped == [f"{ann / 'wall_1.txt'}:2"]
     np.testing.assert_allclose(room.xyz[2], [19.302, -9.16, 3.043], rtol=1e-6)
     assert room.rgb[2].tolist() == [103, 196, 184]
-    assert "ceiling_1.txt:3: repaired" in caplog.text and "wall_1.txt:2: skipped" in caplog.text
+    assert "ceiling_1.txt:3: removed a control character" in caplog.text
+
+
+def test_a_line_that_is_not_six_numbers_is_an_error_not_a_skip(tmp_path):
+    ann = tmp_path / "Area_5" / "hallway_6" / "Annotations"
+    _write(ann / "wall_1.txt", ["0 0 0 1 1 1", "0.5 0.5 bad 1 1", "0 1 0 2 2 2"])
+    with pytest.raises(S3DISFormatError, match=r"wall_1\.txt:2: '0\.5 0\.5 bad 1 1' is not six numbers"):
+        read_room(ann.parent)
 
 
 def test_stairs_map_to_clutter_and_unknown_class_is_an_error(tmp_path):

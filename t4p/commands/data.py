@@ -1,4 +1,8 @@
-"""``t4p data``: ``synth``, ``prepare`` and ``inspect`` (handlers return an exit code)."""
+"""``t4p data``: ``synth``, ``prepare`` and ``inspect`` (handlers return an exit code).
+
+Bad data raises a ``t4p.errors.UserError`` (its message names the file and line / frame / row), which
+``t4p.cli`` prints as one ``t4p: error:`` message with exit code 2.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import argparse
 import json
 import logging
 
-FORMATS = ("scannet-sens", "scannet-rgbd", "s3dis-raw", "scannet-votenet", "sunrgbd")
+from t4p.data.formats import FORMATS
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -18,24 +22,25 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prepare(args: argparse.Namespace) -> int:
-    from t4p.data.prepare import PrepareSettings, prepare
+def _settings(args: argparse.Namespace, **sizes):
+    from t4p.data.prepare import PrepareSettings
 
-    s = PrepareSettings(
-        args.frame_skip,
-        args.height,
-        args.width,
-        args.voxel_size,
-        args.depth_tol,
-        args.label_version,
-        args.classes,
+    return PrepareSettings(
+        frame_skip=args.frame_skip, label_version=args.label_version, classes=args.classes, on_bad=args.on_bad, **sizes
     )
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from t4p.data.prepare import prepare
+
+    s = _settings(args, image_height=args.height, image_width=args.width, voxel_size=args.voxel_size,
+                  corr_depth_tol=args.depth_tol)  # fmt: skip
     executor = None
     if args.ray:
         from t4p.sweep.prepare_ray import run_ray_tasks  # Ray only when asked for
 
         executor = run_ray_tasks
-    m = prepare(args.format, args.src, args.out, s, workers=args.workers, executor=executor)
+    m = prepare(args.format, args.src, args.out, s, workers=args.workers, executor=executor, force=args.force)
     print(json.dumps({"out": args.out, "units": len(m["units"]), **m["totals"]}))
     return 0
 
@@ -43,20 +48,14 @@ def _prepare(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     from t4p.data.summary import inspect_source
 
-    print(
-        json.dumps(inspect_source(args.path, args.format, args.frame_skip, args.label_version, args.classes))
-    )
+    print(json.dumps(inspect_source(args.path, args.format, _settings(args))))
     return 0
 
 
-def _errors_as_exit(handler):
+def _with_logging(handler):
     def run(args: argparse.Namespace) -> int:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-        try:
-            return handler(args)
-        except (ValueError, FileNotFoundError) as err:  # format errors name the file and line
-            print(f"t4p data: error: {err}", file=__import__("sys").stderr)
-            return 1
+        return handler(args)
 
     return run
 
@@ -74,29 +73,32 @@ def register(subparsers) -> None:
     s.add_argument("--height", type=int, default=240)
     s.add_argument("--width", type=int, default=320)
     s.add_argument("--density", type=float, default=300.0, help="surface points per m^2")
-    s.set_defaults(func=_errors_as_exit(_synth))
+    s.set_defaults(func=_with_logging(_synth))
 
     pr = sub.add_parser("prepare", help="prepare a raw source into a cache (npz + manifest)")
-    pr.add_argument("format", choices=FORMATS)
+    pr.add_argument("format", choices=list(FORMATS))
     pr.add_argument("src")
     pr.add_argument("out")
     pr.add_argument("--workers", type=int, default=1)
     pr.add_argument("--ray", action="store_true", help="run units as Ray tasks (cluster-wide)")
+    pr.add_argument("--force", action="store_true", help="prepare every unit again (default: only new or changed)")
     _common(pr)
     pr.add_argument("--height", type=int, default=240)
     pr.add_argument("--width", type=int, default=320)
     pr.add_argument("--voxel-size", type=float, default=0.025)
     pr.add_argument("--depth-tol", type=float, default=0.02)
-    pr.set_defaults(func=_errors_as_exit(_prepare))
+    pr.set_defaults(func=_with_logging(_prepare))
 
     ins = sub.add_parser("inspect", help="print one JSON summary of a source")
     ins.add_argument("path")
-    ins.add_argument("--format", required=True, choices=FORMATS)
+    ins.add_argument("--format", required=True, choices=list(FORMATS))
     _common(ins)
-    ins.set_defaults(func=_errors_as_exit(_inspect))
+    ins.set_defaults(func=_with_logging(_inspect))
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frame-skip", type=int, default=25)
     p.add_argument("--label-version", choices=("v1", "v2"), default="v1")
     p.add_argument("--classes", default="s3dis13", help="class list of labelled rooms (t4p.data.classes)")
+    p.add_argument("--on-bad", choices=("error", "skip"), default="error",
+                   help="a bad unit: error (default; after caching the good ones, list every bad one) or skip it")

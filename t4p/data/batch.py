@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -17,7 +18,7 @@ def _move(obj, device):
 
 
 class _ToDevice:
-    def to(self, device):
+    def to(self: Any, device):  # Any: the subclasses are dataclasses
         """A copy with every tensor (also inside lists) on ``device``."""
         return dataclasses.replace(
             self, **{f.name: _move(getattr(self, f.name), device) for f in dataclasses.fields(self)}

@@ -1,8 +1,10 @@
 """Torch datasets over prepared caches, one per task, and ``make_dataset(cfg, split)``.
 
 ``make_dataset`` resolves the source (the synthetic scenes for ``data.dataset=synthetic``,
-else ``data.root``), prepares its cache on first use (logged), picks the split's units and
-returns a dataset whose ``collate`` builds the task's batch dataclass.
+else ``data.root``), checks its prepared cache (complete, same settings, sources unchanged since:
+``t4p.data.prepare.cache_problem``), prepares what is missing or stale (logged) unless told not to,
+in which case an untrusted cache is a ``StaleCacheError``; then it picks the split's units (the
+format's ``SplitRule``) and returns a dataset whose ``collate`` builds the task's batch dataclass.
 """
 
 from __future__ import annotations
@@ -18,28 +20,25 @@ from t4p.config import Config, ConfigError, check_validation_split, epochs_resol
 from t4p.data import s3dis
 from t4p.data.augment import AugmentSpec, augment_points, color_to_feats
 from t4p.data.batch import DetBatch, PretrainBatch, SegBatch
+from t4p.data.formats import FORMATS, formats_for_task, get_format
 from t4p.data.pairs import load_pairs
 from t4p.data.prepare import (
     PrepareSettings,
-    is_complete,
-    list_units,
+    cache_problem,
     load_arrays,
     prepare,
     read_manifest,
     settings_hash,
+    stale_cache_error,
 )
+from t4p.data.prepare import StaleCacheError as StaleCacheError  # raised by make_dataset(prepare=False)
+from t4p.data.synthetic import ensure_synthetic
 from t4p.sparse.voxelize import voxelize
 
 log = logging.getLogger(__name__)
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # open_clip OPENAI_DATASET_MEAN
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-TASK_FORMATS = {
-    "pretrain": ("scannet-rgbd", "scannet-sens"),
-    "semseg": ("s3dis-raw",),
-    "insseg": ("s3dis-raw",),
-    "det": ("scannet-votenet", "sunrgbd"),
-}
 
 
 def _item_rng() -> np.random.Generator:
@@ -220,33 +219,30 @@ def _holdout(units: list[str], split: str, fraction: float) -> list[str]:
 def select_units(cfg: Config, fmt: str, src: Path, units: list[str], manifest: dict, split: str) -> list[str]:
     """The units of ``split`` (train | val | test) for the format's split convention."""
     d = cfg.data
+    rule = get_format(fmt).split
     if split == "val" and cfg.train.task != "pretrain":
         check_validation_split(cfg)  # a fraction of 0 would validate on training data
-    if fmt == "s3dis-raw":
+    if rule.by_area:
         rooms = [(manifest["units"][u]["area"], Path(u)) for u in units]
         chosen = s3dis.split_rooms(rooms, split, d.train_areas, d.val_areas, d.test_area, d.val_fraction)
         return [p.as_posix() for _, p in chosen]
     if d.scenes:
         wanted = {_norm(s) for s in d.scenes}
         return [u for u in units if _norm(u) in wanted]
-    if fmt == "sunrgbd":
-        names = {"train": ("train_data_idx.txt",), "test": ("val_data_idx.txt",)}
-    else:
-        names = {"train": ("scannetv2_train.txt",), "test": ("scannetv2_val.txt",)}
-    train_file = _find_split_file(src, names["train"])
+    train_file = _find_split_file(src, (rule.train_file,))
     if train_file is None:
         if cfg.train.task == "pretrain":  # self-supervised: every scan trains; val/test only monitor
-            log.warning("%s: no %s; pre-training on every scan", src, names["train"][0])
+            log.warning("%s: no %s; pre-training on every scan", src, rule.train_file)
             return units if split == "train" else _holdout(units, "val", d.val_fraction)
         if d.val_fraction <= 0:
             raise ConfigError(
-                f"{src}: no split file ({names['train'][0]}) and data.val_fraction=0: add the official split files "
+                f"{src}: no split file ({rule.train_file}) and data.val_fraction=0: add the official split files "
                 "or set data.val_fraction > 0 to hold out scenes for validation and test"
             )
-        log.warning("%s: no split file (%s); val = test = a hold-out of the scenes", src, names["train"][0])
+        log.warning("%s: no split file (%s); val = test = a hold-out of the scenes", src, rule.train_file)
         return _holdout(units, "val" if split in ("val", "test") else "train", d.val_fraction)
-    if split == "test" or (fmt.startswith("scannet-") and cfg.train.task == "pretrain" and split == "val"):
-        test_file = _find_split_file(src, names["test"])
+    if split == "test" or (cfg.train.task == "pretrain" and split == "val"):  # pre-training monitors on val scans
+        test_file = _find_split_file(src, (rule.test_file,))
         wanted = _read_list(test_file) if test_file else set()
         return [u for u in units if _norm(u) in wanted]
     wanted = _read_list(train_file)
@@ -269,27 +265,27 @@ def prepare_settings(cfg: Config, synthetic: bool = False) -> PrepareSettings:
         corr_depth_tol=d.corr_depth_tol,
         label_version=d.label_version,
         classes=d.classes if cfg.train.task in ("semseg", "insseg") else "s3dis13",
+        on_bad=d.on_bad,
     )
+
+
+def _synthetic_format(cfg: Config) -> str:
+    """The layout of the synthetic scenes a task reads: the one whose class list is ``data.classes``, else the last."""
+    layouts = [n for n in formats_for_task(cfg.train.task) if FORMATS[n].synthetic_dir]
+    return next((n for n in layouts if FORMATS[n].classes == cfg.data.classes), layouts[-1])
 
 
 def resolve_source(cfg: Config) -> tuple[str, Path, bool]:
     """(format, source path, is synthetic) for the config's dataset and task."""
     task = cfg.train.task
     if cfg.data.dataset == "synthetic":
-        from t4p.data.synthetic import ensure_synthetic
-
         root = ensure_synthetic(cfg)
-        if task == "pretrain":
-            return "scannet-rgbd", root / "scannet", True
-        if task in ("semseg", "insseg"):
-            return "s3dis-raw", root / "s3dis", True
-        if cfg.data.classes == "scannet18":
-            return "scannet-votenet", root / "scannet_votenet", True
-        return "sunrgbd", root / "sunrgbd", True
+        fmt = _synthetic_format(cfg)
+        return fmt, root / FORMATS[fmt].synthetic_dir, True
     fmt = cfg.data.dataset
-    if fmt not in TASK_FORMATS[task]:
+    if fmt not in formats_for_task(task):
         raise ConfigError(
-            f"data.dataset={fmt!r} cannot feed train.task={task!r}; expected one of {TASK_FORMATS[task]}"
+            f"data.dataset={fmt!r} cannot feed train.task={task!r}; expected one of {formats_for_task(task)}"
         )
     if not cfg.data.root:
         raise ConfigError(f"data.root is empty: set it to the {fmt} data on disk")
@@ -301,22 +297,34 @@ def prepared_dir(cfg: Config, fmt: str, src: Path, settings: PrepareSettings) ->
     return base / f"{fmt}-{settings_hash(fmt, src, settings)}"
 
 
-def make_dataset(cfg: Config, split: str, augment: bool = True) -> Dataset:
-    """The dataset of ``split`` (train | val | test) for ``cfg.train.task``.
+def open_cache(cfg: Config, prepare_missing: bool = True) -> tuple[str, Path, Path, dict]:
+    """(format, source, cache folder, manifest) of a cache that can be trusted.
 
-    Its ``collate`` builds the task's batch dataclass. The training split is augmented (``data.augment``)
-    unless ``augment=False`` (evaluating on it).
+    A missing, incomplete, foreign or stale cache is prepared (only the stale units) when ``prepare_missing``,
+    else it is a ``StaleCacheError`` saying why.
     """
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"split {split!r}: expected train, val or test")
     fmt, src, synthetic = resolve_source(cfg)
     settings = prepare_settings(cfg, synthetic)
     out = prepared_dir(cfg, fmt, src, settings)
-    new = set(list_units(fmt, src, settings)) - set(read_manifest(out).get("units", {}))
-    if not is_complete(out) or new:  # first use, an interrupted run, or scenes added since
-        log.info("preparing %s data from %s into %s (%d new units)", fmt, src, out, len(new))
-        prepare(fmt, src, out, settings, workers=max(1, cfg.data.loader_workers), progress=True)
-    manifest = read_manifest(out)
+    problem = cache_problem(fmt, src, out, settings)
+    if problem is None:
+        return fmt, src, out, read_manifest(out)
+    if not prepare_missing:
+        raise stale_cache_error(fmt, src, out, problem)
+    log.info("preparing %s data from %s into %s (the cache is %s)", fmt, src, out, problem)
+    return fmt, src, out, prepare(fmt, src, out, settings, workers=max(1, cfg.data.loader_workers), progress=True)
+
+
+def make_dataset(cfg: Config, split: str, augment: bool = True, prepare: bool = True) -> Dataset:
+    """The dataset of ``split`` (train | val | test) for ``cfg.train.task``.
+
+    Its ``collate`` builds the task's batch dataclass. The training split is augmented (``data.augment``)
+    unless ``augment=False`` (evaluating on it). ``prepare=False``: never prepare; a cache that cannot be
+    trusted is a ``StaleCacheError``.
+    """
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split {split!r}: expected train, val or test")
+    fmt, src, out, manifest = open_cache(cfg, prepare_missing=prepare)
     units = select_units(cfg, fmt, src, list(manifest["units"]), manifest, split)
     if not units:
         raise ValueError(
@@ -354,7 +362,7 @@ def resolve_schedule(cfg: Config, prepare: bool = True) -> Config:
         return cfg
     if not prepare and not _cache_ready(cfg):
         return cfg
-    n = len(make_dataset(cfg, "train"))
+    n = len(make_dataset(cfg, "train", prepare=prepare))  # type: ignore[arg-type]  # every dataset here is Sized
     out = with_epoch_size(cfg, n)
     log.info("train.epochs=%d over %d training samples at global batch %d: train.max_steps=%d%s",
              cfg.train.epochs, n, cfg.train.batch_size, out.train.max_steps,
@@ -366,4 +374,8 @@ def _cache_ready(cfg: Config) -> bool:
     if cfg.data.dataset == "synthetic" or not cfg.data.root or not Path(cfg.data.root).exists():
         return False  # synthetic scenes are generated on first use; real data must be on disk
     fmt, src, synthetic = resolve_source(cfg)
-    return is_complete(prepared_dir(cfg, fmt, src, prepare_settings(cfg, synthetic)))
+    settings = prepare_settings(cfg, synthetic)
+    problem = cache_problem(fmt, src, prepared_dir(cfg, fmt, src, settings), settings)
+    if problem is not None:
+        log.info("%s: the prepared cache of data.root is %s; train.epochs stays unresolved", src, problem)
+    return problem is None

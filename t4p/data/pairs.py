@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from t4p.data.scannet_rgbd import RGBDFrame
+from t4p.data.scannet_rgbd import RGBDFrame, scale_intrinsics
 from t4p.io import save_npz
 from t4p.sparse.voxelize import voxelize
 
@@ -40,17 +40,6 @@ class FramePairs:
     @property
     def num_pairs(self) -> int:
         return len(self.pair_voxel)
-
-
-def scale_intrinsics(K: np.ndarray, src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> np.ndarray:
-    """K for an image resized from src (h, w) to dst (h, w); pixel centres at integer coordinates."""
-    sy, sx = dst_hw[0] / src_hw[0], dst_hw[1] / src_hw[1]
-    out = K.astype(np.float64).copy()
-    out[0, 0] *= sx
-    out[1, 1] *= sy
-    out[0, 2] = (K[0, 2] + 0.5) * sx - 0.5
-    out[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
-    return out
 
 
 def backproject_camera(depth: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -104,7 +93,7 @@ def resize_frame(frame: RGBDFrame, hw: tuple[int, int]) -> tuple[np.ndarray, np.
     K = scale_intrinsics(frame.K_color, frame.color.shape[:2], hw)
     color = frame.color
     if color.shape[:2] != (h, w):
-        color = np.array(Image.fromarray(color).resize((w, h), Image.BILINEAR))
+        color = np.array(Image.fromarray(color).resize((w, h), Image.Resampling.BILINEAR))
     same_camera = frame.depth.shape == (h, w) and np.allclose(
         scale_intrinsics(frame.K_depth, frame.depth.shape, hw), K
     )

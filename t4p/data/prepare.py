@@ -1,12 +1,23 @@
 """Prepare raw data into caches the datasets read fast: compressed arrays plus a manifest.
 
 ``prepare(fmt, src, out, settings, workers, executor)`` splits the source into units (a scene, a
-``.sens`` file, a room), prepares them in parallel (processes on this machine by default; the
-caller may pass another executor, e.g. ``t4p.sweep.prepare_ray.run_ray_tasks`` for ``t4p data
-prepare --ray``, so this package never imports the sweep layer) with a progress bar, and records each
-finished unit in ``out/manifest.json``. Every file is written under a temporary name and
-renamed when complete, and a unit enters the manifest only after all its files exist, so an
-interrupted run leaves no half-written file; re-running skips the units already done.
+``.sens`` file, a room; ``t4p.data.formats``), prepares them in parallel (processes on this machine by
+default, which die with the preparing process; the caller may pass another executor, e.g.
+``t4p.sweep.prepare_ray.run_ray_tasks`` for ``t4p data prepare --ray``, so this package never imports the
+sweep layer) with a progress bar, and records finished units in ``out/manifest.json`` (at most once a
+second while running; a unit finished but not yet recorded when the run is killed is prepared again).
+
+Trust: every file is written under a temporary name and renamed when complete; a unit enters the
+manifest only after all its files exist, with a fingerprint of its sources (relative path, size and
+mtime of each file, the content hash of small ones) and of the settings that shaped it. A rerun
+re-prepares exactly the units whose fingerprint changed (and says so); ``force=True`` rebuilds all.
+The manifest says ``complete`` only in its last write, so a half-written cache is never trusted;
+``cache_problem`` tells a reader why a cache cannot be used.
+
+Bad units (a reader's ``UserError``: the message names file and line / frame / row) never enter the
+cache. They are recorded with their fingerprint under ``bad_units``; with ``settings.on_bad="error"``
+``prepare`` caches every good unit and then raises one ``BadDataError`` listing all of them, with
+``"skip"`` they are left out and counted (``totals.skipped_units``).
 
 Cache files per format:
 * ``scannet-rgbd`` / ``scannet-sens``: ``<scene>/<frame>.npz`` pairs (see ``t4p.data.pairs``);
@@ -17,154 +28,147 @@ Cache files per format:
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterable, Iterator
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from t4p.data import s3dis, scannet_votenet, sunrgbd
-from t4p.data.classes import class_list
-from t4p.data.pairs import build_pairs, save_pairs
-from t4p.data.scannet_rgbd import SkipStats, is_exported_scene, read_exported_scene
-from t4p.data.scannet_sens import iter_sens
-from t4p.io import clean_temporaries, save_npz, write_json
+from t4p.data.checks import RepeatedWarnings, SourceNotFoundError
+from t4p.data.format_api import PrepareSettings
+from t4p.data.formats import get_format
+from t4p.errors import UserError
+from t4p.io import clean_temporaries, write_json
+
+__all__ = ["PrepareSettings", "prepare", "read_manifest", "cache_problem", "BadDataError", "StaleCacheError"]
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("scannet-sens", "scannet-rgbd", "s3dis-raw", "scannet-votenet", "sunrgbd")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: fingerprinted units, bad_units
+SMALL_FILE = 64 * 1024  # sources up to this size are fingerprinted by content too
+NAMES_SHOWN = 10  # unit names in one log line or reason
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+PROGRESS_EVERY_S = 1.0  # the manifest records finished units at most this often (and at the end)
 
 
-@dataclass(frozen=True)
-class PrepareSettings:
-    frame_skip: int = 25
-    image_height: int = 240
-    image_width: int = 320
-    voxel_size: float = 0.025
-    corr_depth_tol: float = 0.02
-    label_version: str = "v1"
-    classes: str = "s3dis13"  # class list of labelled rooms (s3dis-raw)
+class BadDataError(UserError, ValueError):
+    """Units of a source are bad (``data.on_bad=error``); the message lists every one."""
 
-    def key(self, fmt: str) -> dict:
-        """The settings that change the cache of ``fmt``."""
-        if fmt in ("scannet-sens", "scannet-rgbd"):
-            return {k: v for k, v in asdict(self).items() if k not in ("label_version", "classes")}
-        if fmt == "s3dis-raw":
-            return {"classes": self.classes}
-        return {"label_version": self.label_version} if fmt == "sunrgbd" else {}
+
+class StaleCacheError(UserError, ValueError):
+    """A prepared cache is incomplete, was prepared with other settings, or its sources changed since."""
 
 
 def settings_hash(fmt: str, src: str | Path, settings: PrepareSettings) -> str:
-    blob = json.dumps(
-        {"fmt": fmt, "src": str(Path(src).resolve()), "v": CACHE_VERSION, **settings.key(fmt)}, sort_keys=True
-    )
+    key = settings.key(get_format(fmt).key_fields)
+    blob = json.dumps({"fmt": fmt, "src": str(Path(src).resolve()), "v": CACHE_VERSION, **key}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-# --------------------------------------------------------------------------- units
 
 
 def list_units(fmt: str, src: str | Path, settings: PrepareSettings) -> list[str]:
     """Names of the independent pieces of work of a source (relative paths or scene ids)."""
     src = Path(src)
+    f = get_format(fmt)
     if not src.exists():
-        raise FileNotFoundError(f"{src}: no such file or folder (data source for format {fmt!r})")
-    if fmt == "scannet-sens":
-        if src.is_file():
-            return [src.name]
-        files = sorted(p.relative_to(src).as_posix() for p in src.rglob("*.sens"))
-        if not files:
-            raise FileNotFoundError(f"{src}: no .sens files found")
-        return files
-    if fmt == "scannet-rgbd":
-        if is_exported_scene(src):
-            return ["."]
-        base = src / "scans" if (src / "scans").is_dir() else src
-        scenes = sorted(p.relative_to(src).as_posix() for p in base.iterdir() if is_exported_scene(p))
-        if not scenes:
-            raise FileNotFoundError(f"{src}: no scene folders with color/ depth/ pose/ found")
-        return scenes
-    if fmt == "s3dis-raw":
-        return [f"Area_{a}/{r.name}" for a, r in s3dis.list_rooms(src)]
-    if fmt == "scannet-votenet":
-        return scannet_votenet.list_scenes(src)
-    if fmt == "sunrgbd":
-        return sunrgbd.list_scenes(src, settings.label_version)
-    raise ValueError(f"unknown data format {fmt!r}; expected one of {', '.join(FORMATS)}")
+        raise SourceNotFoundError(f"{src}: no such file or folder (data source for format {fmt!r})")
+    return f.units(src, settings)
 
 
-def _s3dis_room_dir(src: Path, unit: str) -> Path:
-    if (src / "Annotations").is_dir():
-        return src
-    if src.name == unit.split("/")[0]:
-        return src / unit.split("/")[1]
-    return src / unit
+def _names(units: list[str]) -> str:
+    more = f" and {len(units) - NAMES_SHOWN} more" if len(units) > NAMES_SHOWN else ""
+    return ", ".join(units[:NAMES_SHOWN]) + more
 
 
-def _frames_unit(
-    frames: Iterable, out: Path, scene: str, settings: PrepareSettings, stats: SkipStats
-) -> dict:
-    hw = (settings.image_height, settings.image_width)
-    records = []
-    for frame in frames:
-        frame.scene = scene
-        p = build_pairs(frame, hw, settings.voxel_size, settings.corr_depth_tol)
-        rel = f"{scene}/{frame.index:06d}.npz"
-        save_pairs(out / rel, p)
-        records.append({"file": rel, "frame": frame.index, "voxels": len(p.coords), "pairs": p.num_pairs})
-    return {
-        "files": [r["file"] for r in records],
-        "frames": records,
-        **stats.to_dict(),
-        "skip_examples": stats.examples,
-    }
+# --------------------------------------------------------------------------- fingerprints
+
+
+def _file_digest(path: Path, st: os.stat_result) -> str:
+    if not path.is_file() or st.st_size > SMALL_FILE:
+        return ""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def fingerprint(paths: list[Path], base: Path, config: str) -> dict:
+    """Of the files (and folders) a unit reads: relative path, size, mtime, content hash of small files."""
+    h = hashlib.sha256()
+    total = 0
+    for p in sorted(paths):
+        st = p.stat()
+        total += st.st_size
+        h.update(f"{p.relative_to(base).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\0{_file_digest(p, st)}\n".encode())
+    return {"sources": h.hexdigest()[:16], "files": len(paths), "bytes": total, "config": config}
+
+
+def unit_fingerprints(fmt: str, src: Path, units: list[str], settings: PrepareSettings) -> dict[str, dict]:
+    f, config = get_format(fmt), settings_hash(fmt, src, settings)
+    base = src if src.is_dir() else src.parent
+    return {u: fingerprint(f.sources(src, u, settings), base, config) for u in units}
+
+
+# --------------------------------------------------------------------------- one unit (runs in workers)
 
 
 def prepare_unit(fmt: str, src: str, unit: str, out: str, settings: PrepareSettings) -> dict:
-    """Prepare one unit into ``out``; returns its manifest entry. Runs in worker processes."""
-    src_p, out_p = Path(src), Path(out)
-    if fmt == "scannet-rgbd":
-        scene_dir = src_p if unit == "." else src_p / unit
-        stats = SkipStats()
-        return _frames_unit(
-            read_exported_scene(scene_dir, settings.frame_skip, stats), out_p, scene_dir.name, settings, stats
-        )
-    if fmt == "scannet-sens":
-        path = src_p if src_p.is_file() else src_p / unit
-        stats = SkipStats()
-        return _frames_unit(iter_sens(path, settings.frame_skip, stats), out_p, path.stem, settings, stats)
-    if fmt == "s3dis-raw":
-        room = s3dis.read_room(_s3dis_room_dir(src_p, unit), classes=class_list(settings.classes))
-        rel = f"Area_{room.area}/{room.name}.npz"
-        save_npz(out_p / rel, xyz=room.xyz, rgb=room.rgb, labels=room.labels, instances=room.instances)
-        return {
-            "files": [rel],
-            "points": len(room.xyz),
-            "repaired_lines": room.repaired,
-            "skipped_lines": room.skipped,
-            "area": room.area,
-        }
-    if fmt in ("scannet-votenet", "sunrgbd"):
-        if fmt == "scannet-votenet":
-            sc = scannet_votenet.read_scene(src_p, unit)
-        else:
-            sc = sunrgbd.read_scene(src_p, unit, settings.label_version)
-        rel = f"{unit}.npz"
-        save_npz(
-            out_p / rel, xyz=sc.xyz, rgb=sc.rgb, labels=sc.labels, instances=sc.instances, boxes=sc.boxes
-        )
-        return {"files": [rel], "points": len(sc.xyz), "boxes": len(sc.boxes)}
-    raise ValueError(f"unknown data format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    """Prepare one unit into ``out``: its manifest entry, or ``{"bad": message}`` for a bad unit."""
+    try:
+        return get_format(fmt).prepare_unit(Path(src), unit, Path(out), settings)
+    except UserError as err:
+        return {"bad": str(err)}
 
 
-# --------------------------------------------------------------------------- manifest and driver
+def _parent_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _watch_parent(pid: int) -> None:
+    while _parent_alive(pid):
+        time.sleep(1.0)
+    os._exit(1)
+
+
+def die_with_parent(pid: int) -> None:
+    """Pool initializer: the worker ends when process ``pid`` (the preparer) dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # sent when our parent exits
+    else:
+        threading.Thread(target=_watch_parent, args=(pid,), daemon=True).start()
+    if not _parent_alive(pid):  # it died before prctl took effect
+        os._exit(1)
+
+
+# (function, jobs) -> (unit, manifest entry) as each job finishes; job[2] is the unit's name
+Executor = Callable[[Callable[..., dict], list[tuple]], Iterator[tuple[str, dict]]]
+
+
+def _run_local(jobs: list[tuple], workers: int) -> Iterator[tuple[str, dict]]:
+    if workers <= 1:
+        for job in jobs:
+            yield job[2], prepare_unit(*job)
+        return
+    with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
+        futures = {pool.submit(prepare_unit, *job): job[2] for job in jobs}
+        for fut in as_completed(futures):
+            yield futures[fut], fut.result()
+
+
+# --------------------------------------------------------------------------- manifest
 
 
 def read_manifest(out: str | Path) -> dict:
@@ -191,24 +195,104 @@ def _lock(out: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _done(manifest: dict, unit: str, out: Path) -> bool:
-    entry = manifest.get("units", {}).get(unit)
-    return entry is not None and all((out / f).exists() for f in entry["files"])
+def _open_manifest(out: Path, fmt: str, src: Path, settings: PrepareSettings, force: bool) -> dict:
+    """The manifest to continue from: the recorded units of the same settings, none when forced or foreign."""
+    h = settings_hash(fmt, src, settings)
+    fresh = {
+        "format": fmt,
+        "source": str(src.resolve()),
+        "config_hash": h,
+        "settings": settings.key(get_format(fmt).key_fields),
+        "complete": False,
+        "units": {},
+        "bad_units": {},
+    }
+    old = read_manifest(out)
+    if force and old:
+        log.info("%s: --force: preparing every unit again", out)
+        return fresh
+    if old.get("config_hash") not in (None, h):
+        log.warning("%s: cache was prepared with other settings; preparing again", out)
+        return fresh
+    return {**fresh, "units": old.get("units", {}), "bad_units": old.get("bad_units", {})}
 
 
-# (function, jobs) -> (unit, manifest entry) as each job finishes; job[2] is the unit's name
-Executor = Callable[[Callable[..., dict], list[tuple]], Iterator[tuple[str, dict]]]
+def _entry(manifest: dict, unit: str) -> dict | None:
+    return manifest["units"].get(unit) or manifest["bad_units"].get(unit)
 
 
-def _run_local(jobs: list[tuple], workers: int) -> Iterator[tuple[str, dict]]:
-    if workers <= 1:
-        for job in jobs:
-            yield job[2], prepare_unit(*job)
-        return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(prepare_unit, *job): job[2] for job in jobs}
-        for fut in as_completed(futures):
-            yield futures[fut], fut.result()
+def _changed(manifest: dict, units: list[str], fps: dict[str, dict]) -> list[str]:
+    """Recorded units whose sources or settings changed since they were prepared."""
+    return [u for u in units if (r := _entry(manifest, u)) is not None and r.get("fingerprint") != fps[u]]
+
+
+def _files_missing(manifest: dict, out: Path) -> list[str]:
+    return [u for u, e in manifest["units"].items() if not all((out / f).exists() for f in e["files"])]
+
+
+def _todo(manifest: dict, units: list[str], fps: dict[str, dict], out: Path) -> list[str]:
+    """The units to prepare (new, changed, files missing), with a log line saying why."""
+    changed = _changed(manifest, units, fps)
+    redo = set(changed) | set(_files_missing(manifest, out)) | {u for u in units if _entry(manifest, u) is None}
+    todo = [u for u in units if u in redo]
+    if len(todo) < len(units):
+        log.info("%s: %d of %d units already prepared, skipping them", out, len(units) - len(todo), len(units))
+    if changed:
+        log.info("%s: re-preparing %d of %d units whose sources changed: %s", out, len(changed), len(units),
+                 _names(changed))
+    return todo
+
+
+def _drop_files(out: Path, files: list[str], keep: list[str]) -> None:
+    for f in set(files) - set(keep):
+        (out / f).unlink(missing_ok=True)
+
+
+def _bad_message(src: Path, out: Path, manifest: dict, n_units: int) -> str:
+    bad = manifest["bad_units"]
+    lines = [
+        f"{len(bad)} of {n_units} units of {src} are bad (none of them is cached; the other "
+        f"{len(manifest['units'])} are, in {out}):",
+        *(f"  - {b['problem']}" for b in bad.values()),
+        "Fix these files, or set data.on_bad=skip (t4p data prepare --on-bad skip) to leave these units out.",
+    ]
+    return "\n".join(lines)
+
+
+def _finish(manifest: dict, fmt: str, units: list[str], settings: PrepareSettings, out: Path) -> dict:
+    manifest["units"] = {u: manifest["units"][u] for u in units if u in manifest["units"]}
+    bad = manifest["bad_units"] = {u: manifest["bad_units"][u] for u in units if u in manifest["bad_units"]}
+    skip = settings.on_bad == "skip"
+    manifest["on_bad"] = settings.on_bad
+    manifest["complete"] = not bad or skip
+    manifest["totals"] = {
+        **get_format(fmt).totals(list(manifest["units"].values())),
+        "skipped_units": len(bad) if skip else 0,
+    }
+    write_json(out / "manifest.json", manifest)  # last: only now does the cache count as complete
+    if bad and skip:
+        log.warning("%s: left out %d bad units (data.on_bad=skip; listed under bad_units in manifest.json): %s",
+                    out, len(bad), _names(list(bad)))
+    return manifest
+
+
+def _record(
+    manifest: dict, results: Iterator[tuple[str, dict]], fps: dict[str, dict], old_files: dict, out: Path, bar: tqdm
+) -> None:
+    """Record each unit as it finishes: good ones under ``units``, bad ones (no files) under ``bad_units``."""
+    notes, last_write = RepeatedWarnings(log), time.monotonic()
+    for unit, entry in results:
+        _drop_files(out, old_files.get(unit, []), keep=entry.get("files", []))
+        if "bad" in entry:
+            manifest["bad_units"][unit] = {"problem": entry["bad"], "fingerprint": fps[unit]}
+            notes.warn("bad units", "bad unit %s: %s", unit, entry["bad"])
+        else:
+            manifest["units"][unit] = {**entry, "fingerprint": fps[unit]}
+        if time.monotonic() - last_write > PROGRESS_EVERY_S:  # atomic: a unit counts only once recorded
+            write_json(out / "manifest.json", manifest)
+            last_write = time.monotonic()
+        bar.update(1)
+    notes.flush(str(out))
 
 
 def prepare(
@@ -219,73 +303,72 @@ def prepare(
     workers: int = 1,
     executor: Executor | None = None,
     progress: bool = True,
+    *,
+    force: bool = False,
 ) -> dict:
-    """Prepare every unit of ``src`` into ``out`` (skipping finished ones); returns the manifest.
+    """Prepare every unit of ``src`` into ``out`` (skipping finished, unchanged ones); returns the manifest.
 
     ``executor(prepare_unit, jobs)`` yields ``(unit, entry)`` as jobs finish; default: ``workers``
-    processes on this machine.
+    processes on this machine. Raises ``BadDataError`` (after caching the good units) when units are bad
+    and ``settings.on_bad == "error"``.
     """
     settings = settings or PrepareSettings()
     src, out = Path(src), Path(out)
     units = list_units(fmt, src, settings)
-    h = settings_hash(fmt, src, settings)
     with _lock(out):
         clean_temporaries(out)
-        manifest = read_manifest(out)
-        if manifest.get("config_hash") not in (None, h):
-            log.warning("%s: cache was prepared with other settings; preparing again", out)
-            manifest = {}
-        manifest.update(
-            {
-                "format": fmt,
-                "source": str(src.resolve()),
-                "config_hash": h,
-                "settings": settings.key(fmt),
-                "complete": False,
-            }
-        )
-        manifest.setdefault("units", {})
-        todo = [u for u in units if not _done(manifest, u, out)]
-        if len(todo) < len(units):
-            log.info(
-                "%s: %d of %d units already prepared, skipping them", out, len(units) - len(todo), len(units)
-            )
+        manifest = _open_manifest(out, fmt, src, settings, force)
+        fps = unit_fingerprints(fmt, src, units, settings)
+        todo = _todo(manifest, units, fps, out)
+        old_files = {u: manifest["units"].pop(u)["files"] for u in todo if u in manifest["units"]}
+        for u in todo:
+            manifest["bad_units"].pop(u, None)
+        if todo:
+            write_json(out / "manifest.json", manifest)  # incomplete before any file of the cache changes
         jobs = [(fmt, str(src), u, str(out), settings) for u in todo]
         results = executor(prepare_unit, jobs) if executor is not None else _run_local(jobs, workers)
         bar = tqdm(total=len(jobs), desc=f"prepare {fmt}", unit="unit", disable=not progress or not jobs)
-        for unit, entry in results:
-            manifest["units"][unit] = entry
-            write_json(out / "manifest.json", manifest)  # atomic: the unit counts only once recorded
-            bar.update(1)
+        _record(manifest, results, fps, old_files, out, bar)
         bar.close()
-        manifest["units"] = {u: manifest["units"][u] for u in units}
-        manifest["complete"] = True
-        manifest["totals"] = totals(fmt, manifest)
-        write_json(out / "manifest.json", manifest)
+        manifest = _finish(manifest, fmt, units, settings, out)
+    if manifest["bad_units"] and settings.on_bad == "error":
+        raise BadDataError(_bad_message(src, out, manifest, len(units)))
     return manifest
 
 
-def totals(fmt: str, manifest: dict) -> dict:
-    entries = manifest["units"].values()
-    if fmt in ("scannet-sens", "scannet-rgbd"):
-        skipped: dict[str, int] = {}
-        for e in entries:
-            for k, v in e["skipped"].items():
-                skipped[k] = skipped.get(k, 0) + v
-        frames = [f for e in entries for f in e["frames"]]
-        return {
-            "num_frames": sum(e["num_frames"] for e in entries),
-            "selected_frames": len(frames),
-            "skipped": skipped,
-            "pairs": int(sum(f["pairs"] for f in frames)),
-        }
-    out = {"points": int(sum(e["points"] for e in entries))}
-    if fmt == "s3dis-raw":
-        out["repaired_lines"] = sum(len(e["repaired_lines"]) for e in entries)
-        out["skipped_lines"] = sum(len(e["skipped_lines"]) for e in entries)
-    else:
-        out["boxes"] = int(sum(e["boxes"] for e in entries))
-    return out
+# --------------------------------------------------------------------------- readers of a cache
+
+
+def cache_problem(fmt: str, src: str | Path, out: str | Path, settings: PrepareSettings) -> str | None:
+    """Why the cache at ``out`` cannot be trusted for ``src`` under ``settings`` (None: it can)."""
+    src = Path(src)
+    m = read_manifest(out)
+    if not m:
+        return "not prepared yet"
+    if m.get("config_hash") != settings_hash(fmt, src, settings):
+        return "prepared with other settings (another config, source folder or t4p cache version)"
+    if not m.get("complete"):
+        return "incomplete (an interrupted prepare, or bad units under data.on_bad=error)"
+    m.setdefault("bad_units", {})
+    units = list_units(fmt, src, settings)
+    added = [u for u in units if _entry(m, u) is None]
+    removed = sorted((set(m["units"]) | set(m["bad_units"])) - set(units))
+    changed = _changed(m, units, unit_fingerprints(fmt, src, units, settings))
+    for what, names in (("added", added), ("removed", removed), ("changed", changed)):
+        if names:
+            return f"stale: {_names(names)} ({len(names)} of {len(units)} units) {what} since it was prepared"
+    if missing := _files_missing(m, Path(out)):
+        return f"damaged: files of {_names(missing)} are missing"
+    if m["bad_units"] and settings.on_bad == "error":
+        return f"prepared with data.on_bad=skip, leaving out {len(m['bad_units'])} bad units (now data.on_bad=error)"
+    return None
+
+
+def stale_cache_error(fmt: str, src: str | Path, out: str | Path, problem: str) -> StaleCacheError:
+    return StaleCacheError(
+        f"{out}: the prepared cache of {src} is {problem}; refusing to use it. Run `t4p data prepare {fmt} {src} "
+        f"{out}` with the same settings (it re-prepares exactly the stale units; --force rebuilds all)"
+    )
 
 
 def load_arrays(path: str | Path) -> dict[str, np.ndarray]:

@@ -1,4 +1,4 @@
-"""ScanNet RGB-D frames in the exported folder layout, and the frame checks shared with `.sens`.
+"""ScanNet RGB-D frames in the exported folder layout, and the frame and camera checks shared with `.sens`.
 
 Layout of one scene (what ScanNet's ``SensReader`` export writes)::
 
@@ -11,6 +11,12 @@ Layout of one scene (what ScanNet's ``SensReader`` export writes)::
 Frames are selected by index (``N % frame_skip == 0``); frames whose pose is non-finite
 (ScanNet has ``-inf`` poses), whose depth has no valid pixel, or whose files are missing are
 skipped and counted by reason in a ``SkipStats``.
+
+Each camera must fit its image: positive focal lengths and the principal point inside the image.
+Depth is back-projected with the depth intrinsics; when ``intrinsic_depth.txt`` is missing they are
+derived only for ScanNet's own export pair (1296x968 colour, 640x480 depth: the colour intrinsics
+scaled), otherwise that is an error, as is a depth image of another size than the colour image
+described by the colour intrinsics. An image that does not decode is an error naming its file.
 """
 
 from __future__ import annotations
@@ -23,12 +29,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from t4p.data.checks import RepeatedWarnings, SourceNotFoundError
+from t4p.data.format_api import PrepareSettings
+from t4p.errors import UserError
+
 log = logging.getLogger(__name__)
 
 DEPTH_INVALID_MM = (0, 65535)  # 0 = no measurement; 65535 = saturated (7-Scenes, some sensors)
+SCANNET_COLOR_HW = (968, 1296)  # ScanNet's export: colour (h, w) ...
+SCANNET_DEPTH_HW = (480, 640)  # ... and depth, whose intrinsics are the colour ones scaled
 
 
-class RGBDFormatError(ValueError):
+class RGBDFormatError(UserError, ValueError):
     """A file of an RGB-D scene is malformed (the message names the file and what was expected)."""
 
 
@@ -55,14 +67,19 @@ class SkipStats:
     selected: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     examples: dict[str, list[str]] = field(default_factory=dict)
+    warnings: RepeatedWarnings = field(default_factory=lambda: RepeatedWarnings(log), repr=False, compare=False)
 
     def skip(self, reason: str, where: str) -> None:
         self.counts[reason] = self.counts.get(reason, 0) + 1
-        ex = self.examples.setdefault(reason, [])
-        if len(ex) < 5:
-            ex.append(where)
-        log.warning("skipping frame %s: %s", where, reason.replace("_", " "))
+        examples = self.examples.setdefault(reason, [])
+        if len(examples) < 5:
+            examples.append(where)
+        what = reason.replace("_", " ")
+        self.warnings.warn(f"frames skipped for {what}", "skipping frame %s: %s", where, what)
 
+    def summarise(self, where: str) -> None:
+        """Log one line for the skipped frames not logged one by one."""
+        self.warnings.flush(where)
 
     def to_dict(self) -> dict:
         return {"num_frames": self.num_frames, "selected_frames": self.selected, "skipped": dict(self.counts)}
@@ -84,6 +101,71 @@ def depth_mm_to_m(depth_mm: np.ndarray, depth_shift: float = 1000.0) -> np.ndarr
     return d
 
 
+# --------------------------------------------------------------------------- cameras
+
+
+def scale_intrinsics(K: np.ndarray, src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> np.ndarray:
+    """K for an image resized from src (h, w) to dst (h, w); pixel centres at integer coordinates."""
+    sy, sx = dst_hw[0] / src_hw[0], dst_hw[1] / src_hw[1]
+    out = K.astype(np.float64).copy()
+    out[0, 0] *= sx
+    out[1, 1] *= sy
+    out[0, 2] = (K[0, 2] + 0.5) * sx - 0.5
+    out[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
+    return out
+
+
+def _wh(hw: tuple[int, ...]) -> str:
+    return f"{hw[1]}x{hw[0]}"
+
+
+def check_intrinsics(K: np.ndarray, hw: tuple[int, int], k_name: str, image: str, err: type[Exception]) -> None:
+    """``K`` describes an image of ``hw``: positive finite focal lengths, principal point inside the image."""
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    if not (np.isfinite([fx, fy]).all() and fx > 0 and fy > 0):
+        raise err(f"{k_name}: focal lengths ({fx:g}, {fy:g}); expected positive numbers (pixels of {image})")
+    if not (0 < cx < hw[1] and 0 < cy < hw[0]):
+        raise err(
+            f"{k_name}: principal point ({cx:g}, {cy:g}) lies outside the {_wh(hw)} {image}; expected the "
+            "intrinsics of that image (0 < cx < width, 0 < cy < height)"
+        )
+
+
+def frame_cameras(
+    k_color: np.ndarray,
+    k_depth: np.ndarray | None,
+    color_hw: tuple[int, int],
+    depth_hw: tuple[int, int],
+    names: tuple[str, str, str, str],
+    err: type[Exception],
+) -> np.ndarray:
+    """The depth intrinsics of a frame, after checking that both cameras fit their images.
+
+    ``names``: where the colour intrinsics, the depth intrinsics, the colour and the depth image come from.
+    ``k_depth=None`` (no depth intrinsics) is scaled from the colour intrinsics for ScanNet's export pair only.
+    """
+    kc_name, kd_name, color_name, depth_name = names
+    check_intrinsics(k_color, color_hw, kc_name, f"colour image {color_name}", err)
+    if k_depth is None:
+        if (color_hw, depth_hw) != (SCANNET_COLOR_HW, SCANNET_DEPTH_HW):
+            raise err(
+                f"{kd_name}: missing; expected the 4x4 depth intrinsic matrix (the colour intrinsics are scaled only "
+                f"for ScanNet's export pair, 1296x968 colour with 640x480 depth; here colour {_wh(color_hw)} "
+                f"{color_name}, depth {_wh(depth_hw)} {depth_name})"
+            )
+        k_depth = scale_intrinsics(k_color, color_hw, depth_hw)
+    elif color_hw != depth_hw and np.allclose(k_depth, k_color):
+        raise err(
+            f"{depth_name}: depth is {_wh(depth_hw)} but colour {color_name} is {_wh(color_hw)}, and {kd_name} holds "
+            "the colour intrinsics; expected the intrinsics of the depth image"
+        )
+    check_intrinsics(k_depth, depth_hw, kd_name, f"depth image {depth_name}", err)
+    return k_depth
+
+
+# --------------------------------------------------------------------------- files
+
+
 def read_matrix(path: Path, shape: tuple[int, int]) -> np.ndarray:
     """A whitespace-separated text matrix of exactly ``shape`` (inf/nan allowed)."""
     try:
@@ -95,9 +177,18 @@ def read_matrix(path: Path, shape: tuple[int, int]) -> np.ndarray:
     return m
 
 
+def _image(path: Path, expected: str) -> Image.Image:
+    """The decoded image at ``path`` (an error naming the file when it does not decode)."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im
+    except (OSError, SyntaxError, ValueError) as err:  # PIL: UnidentifiedImageError, truncated data, bad chunks
+        raise RGBDFormatError(f"{path}: not a readable image ({err}); expected {expected}") from None
+
+
 def read_depth_png(path: Path, depth_shift: float = 1000.0) -> np.ndarray:
-    with Image.open(path) as im:
-        arr = np.array(im)
+    arr = np.array(_image(path, "a 16-bit single-channel PNG (mm)"))
     if arr.ndim != 2 or arr.dtype not in (np.uint16, np.int32):
         raise RGBDFormatError(
             f"{path}: expected a 16-bit single-channel PNG (mm), got {arr.dtype} {arr.shape}"
@@ -106,20 +197,18 @@ def read_depth_png(path: Path, depth_shift: float = 1000.0) -> np.ndarray:
 
 
 def read_color(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.array(im.convert("RGB"))  # (H, W, 3) uint8
+    return np.array(_image(path, "a JPEG colour image").convert("RGB"))  # (H, W, 3) uint8
 
 
-def read_intrinsics(scene_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(K_color, K_depth) 3x3 from ``intrinsic/intrinsic_{color,depth}.txt`` (depth falls back to colour)."""
+def read_intrinsics(scene_dir: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """(K_color, K_depth or None) 3x3 from ``intrinsic/intrinsic_{color,depth}.txt``."""
     idir = scene_dir / "intrinsic"
     kc_path = idir / "intrinsic_color.txt"
     if not kc_path.exists():
         raise RGBDFormatError(f"{kc_path}: missing (expected the 4x4 colour intrinsic matrix)")
     kc = read_matrix(kc_path, (4, 4))[:3, :3]
     kd_path = idir / "intrinsic_depth.txt"
-    kd = read_matrix(kd_path, (4, 4))[:3, :3] if kd_path.exists() else kc.copy()
-    return kc, kd
+    return kc, read_matrix(kd_path, (4, 4))[:3, :3] if kd_path.exists() else None
 
 
 def list_frame_indices(scene_dir: Path) -> list[int]:
@@ -136,6 +225,14 @@ def is_exported_scene(path: Path) -> bool:
     return (path / "color").is_dir() and (path / "depth").is_dir() and (path / "pose").is_dir()
 
 
+def _frame_paths(scene_dir: Path, i: int) -> dict[str, Path]:
+    return {
+        "color": scene_dir / "color" / f"{i}.jpg",
+        "depth": scene_dir / "depth" / f"{i}.png",
+        "pose": scene_dir / "pose" / f"{i}.txt",
+    }
+
+
 def read_exported_scene(
     scene_dir: str | Path, frame_skip: int = 25, stats: SkipStats | None = None
 ) -> Iterator[RGBDFrame]:
@@ -143,16 +240,13 @@ def read_exported_scene(
     scene_dir = Path(scene_dir)
     stats = stats if stats is not None else SkipStats()
     k_color, k_depth = read_intrinsics(scene_dir)
+    kc_name, kd_name = (str(scene_dir / "intrinsic" / f"intrinsic_{c}.txt") for c in ("color", "depth"))
     for i in list_frame_indices(scene_dir):
         stats.num_frames += 1
         if i % frame_skip:
             continue
         where = f"{scene_dir.name}/{i}"
-        paths = {
-            "color": scene_dir / "color" / f"{i}.jpg",
-            "depth": scene_dir / "depth" / f"{i}.png",
-            "pose": scene_dir / "pose" / f"{i}.txt",
-        }
+        paths = _frame_paths(scene_dir, i)
         missing = [str(p) for p in paths.values() if not p.exists()]
         if missing:
             stats.skip("missing_file", f"{where} ({', '.join(missing)})")
@@ -163,5 +257,48 @@ def read_exported_scene(
         if problem:
             stats.skip(problem, where)
             continue
+        color = read_color(paths["color"])
+        names = (kc_name, kd_name, str(paths["color"]), str(paths["depth"]))
+        kd = frame_cameras(k_color, k_depth, color.shape[:2], depth.shape, names, RGBDFormatError)
         stats.selected += 1
-        yield RGBDFrame(scene_dir.name, i, read_color(paths["color"]), depth, pose, k_color, k_depth)
+        yield RGBDFrame(scene_dir.name, i, color, depth, pose, k_color, kd)
+    stats.summarise(str(scene_dir))
+
+
+def count_frames(scene_dir: str | Path) -> int:
+    return len(list_frame_indices(Path(scene_dir)))
+
+
+# --------------------------------------------------------------------------- format hooks (t4p.data.formats)
+
+
+def scene_dir_of(src: Path, unit: str) -> Path:
+    return src if unit == "." else src / unit
+
+
+def units(src: Path, settings: PrepareSettings) -> list[str]:
+    """"." for one scene folder, else the scene folders under ``src`` (or ``src/scans``)."""
+    if is_exported_scene(src):
+        return ["."]
+    base = src / "scans" if (src / "scans").is_dir() else src
+    scenes = sorted(p.relative_to(src).as_posix() for p in base.iterdir() if is_exported_scene(p))
+    if not scenes:
+        raise SourceNotFoundError(f"{src}: no scene folders with color/ depth/ pose/ found")
+    return scenes
+
+
+def sources(src: Path, unit: str, settings: PrepareSettings) -> list[Path]:
+    """The intrinsics, the frame folders (their listing counts frames) and the selected frames' files."""
+    d = scene_dir_of(src, unit)
+    files = [d / "intrinsic" / n for n in ("intrinsic_color.txt", "intrinsic_depth.txt")]
+    files += [d / sub for sub in ("color", "depth", "pose")]
+    for i in list_frame_indices(d):
+        if i % settings.frame_skip == 0:
+            files += _frame_paths(d, i).values()
+    return [p for p in files if p.exists()]
+
+
+def open_frames(src: Path, unit: str, frame_skip: int, stats: SkipStats) -> tuple[str, Iterator[RGBDFrame]]:
+    """(scene name, its frames) of one unit."""
+    d = scene_dir_of(src, unit)
+    return d.name, read_exported_scene(d, frame_skip, stats)

@@ -12,7 +12,10 @@ Layout (ScanNet ``SensReader``, little-endian)::
     (then IMU frames, which t4p does not read)
 
 Only every ``frame_skip``-th frame is decoded; the others are skipped with ``seek``, so at
-most one frame's raw bytes are held at a time, never the whole file.
+most one frame's raw bytes are held at a time, never the whole file. The header's cameras must
+fit their images (see ``t4p.data.scannet_rgbd.frame_cameras``); a frame whose colour or depth does
+not decode, or decodes to another size than the header's, is an error naming the file, the frame
+and the byte offset of its data.
 """
 
 from __future__ import annotations
@@ -28,7 +31,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from t4p.data.scannet_rgbd import RGBDFrame, SkipStats, depth_mm_to_m, frame_problem
+from t4p.data.checks import SourceNotFoundError
+from t4p.data.format_api import PrepareSettings
+from t4p.data.scannet_rgbd import RGBDFrame, SkipStats, depth_mm_to_m, frame_cameras, frame_problem
+from t4p.errors import UserError
 
 SENS_VERSION = 4
 COLOR_COMPRESSION = {0: "raw", 1: "png", 2: "jpeg"}
@@ -36,7 +42,7 @@ DEPTH_COMPRESSION = {0: "raw_ushort", 1: "zlib_ushort"}
 FRAME_HEADER = struct.Struct("<16f4Q")  # pose, timestamps, colour bytes, depth bytes
 
 
-class SensFormatError(ValueError):
+class SensFormatError(UserError, ValueError):
     """The ``.sens`` file is malformed or truncated (the message names file, frame and byte offset)."""
 
 
@@ -93,21 +99,44 @@ def read_sens_header(f, path: Path) -> SensHeader:
     )
 
 
-def _decode_color(data: bytes, h: SensHeader) -> np.ndarray:
+def _decode_color(data: bytes, h: SensHeader, path: Path, i: int, offset: int) -> np.ndarray:
+    w, hh = h.color_size
+    where = f"{path}: frame {i} (colour data at byte {offset})"
     if h.color_compression == "raw":
-        return np.frombuffer(data, dtype=np.uint8).reshape(h.color_size[1], h.color_size[0], 3).copy()
-    with Image.open(io.BytesIO(data)) as im:
-        return np.array(im.convert("RGB"))  # (H, W, 3) uint8
-
-
-def _decode_depth(data: bytes, h: SensHeader, path: Path, i: int) -> np.ndarray:
-    raw = zlib.decompress(data) if h.depth_compression == "zlib_ushort" else data
-    w, hh = h.depth_size
-    if len(raw) != 2 * w * hh:
+        if len(data) != 3 * w * hh:
+            raise SensFormatError(f"{where}: {len(data)} bytes; expected {3 * w * hh} ({w}x{hh} RGB)")
+        return np.frombuffer(data, dtype=np.uint8).reshape(hh, w, 3).copy()
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            color = np.array(im.convert("RGB"))  # (H, W, 3) uint8
+    except (OSError, SyntaxError, ValueError) as err:  # PIL: UnidentifiedImageError, truncated data
+        raise SensFormatError(f"{where}: not a readable {h.color_compression} image ({err})") from None
+    if color.shape[:2] != (hh, w):
         raise SensFormatError(
-            f"{path}: frame {i}: depth has {len(raw)} bytes, expected {2 * w * hh} ({w}x{hh} uint16)"
+            f"{where}: the colour image is {color.shape[1]}x{color.shape[0]}; expected {w}x{hh} (the header's size)"
         )
+    return color
+
+
+def _decode_depth(data: bytes, h: SensHeader, path: Path, i: int, offset: int) -> np.ndarray:
+    w, hh = h.depth_size
+    where = f"{path}: frame {i} (depth data at byte {offset})"
+    try:
+        raw = zlib.decompress(data) if h.depth_compression == "zlib_ushort" else data
+    except zlib.error as err:
+        expected = f"expected zlib-compressed {w}x{hh} uint16"
+        raise SensFormatError(f"{where}: not valid zlib data ({err}); {expected}") from None
+    if len(raw) != 2 * w * hh:
+        raise SensFormatError(f"{where}: depth has {len(raw)} bytes, expected {2 * w * hh} ({w}x{hh} uint16)")
     return depth_mm_to_m(np.frombuffer(raw, dtype="<u2").reshape(hh, w), h.depth_shift)
+
+
+def _check_cameras(h: SensHeader, path: Path) -> None:
+    """The header's intrinsics fit its image sizes (the same rules as the exported layout's)."""
+    names = (f"{path} header (colour intrinsics)", f"{path} header (depth intrinsics)", f"{path} colour frames",
+             f"{path} depth frames")
+    hw = (h.color_size[1], h.color_size[0]), (h.depth_size[1], h.depth_size[0])
+    frame_cameras(h.K_color[:3, :3], h.K_depth[:3, :3], hw[0], hw[1], names, SensFormatError)
 
 
 def read_header(path: str | Path) -> SensHeader:
@@ -124,6 +153,7 @@ def iter_sens(path: str | Path, frame_skip: int = 25, stats: SkipStats | None = 
     scene = path.stem
     with open(path, "rb") as f:
         h = read_sens_header(f, path)
+        _check_cameras(h, path)
         k_color, k_depth = h.K_color[:3, :3], h.K_depth[:3, :3]
         for i in range(h.num_frames):
             head = FRAME_HEADER.unpack(_read_exact(f, FRAME_HEADER.size, path, f"the header of frame {i}"))
@@ -141,16 +171,44 @@ def iter_sens(path: str | Path, frame_skip: int = 25, stats: SkipStats | None = 
                 continue
             color_bytes = _read_exact(f, csize, path, f"the colour of frame {i}")
             depth_bytes = _read_exact(f, dsize, path, f"the depth of frame {i}")
-            depth = _decode_depth(depth_bytes, h, path, i)
+            depth = _decode_depth(depth_bytes, h, path, i, start + csize)
             del depth_bytes
             problem = frame_problem(pose, depth)
             if problem:
                 stats.skip(problem, f"{path.name}:{i}")
                 continue
-            color = _decode_color(color_bytes, h)
+            color = _decode_color(color_bytes, h, path, i, start)
             del color_bytes
             stats.selected += 1
             yield RGBDFrame(scene, i, color, depth, pose, k_color, k_depth)
+    stats.summarise(str(path))
+
+
+# --------------------------------------------------------------------------- format hooks (t4p.data.formats)
+
+
+def sens_path(src: Path, unit: str) -> Path:
+    return src if src.is_file() else src / unit
+
+
+def units(src: Path, settings: PrepareSettings) -> list[str]:
+    """The file itself, or every ``.sens`` under ``src`` (relative paths)."""
+    if src.is_file():
+        return [src.name]
+    files = sorted(p.relative_to(src).as_posix() for p in src.rglob("*.sens"))
+    if not files:
+        raise SourceNotFoundError(f"{src}: no .sens files found")
+    return files
+
+
+def sources(src: Path, unit: str, settings: PrepareSettings) -> list[Path]:
+    return [sens_path(src, unit)]
+
+
+def open_frames(src: Path, unit: str, frame_skip: int, stats: SkipStats) -> tuple[str, Iterator[RGBDFrame]]:
+    """(scene name, its frames) of one unit."""
+    path = sens_path(src, unit)
+    return path.stem, iter_sens(path, frame_skip, stats)
 
 
 def write_sens(

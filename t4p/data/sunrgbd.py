@@ -12,6 +12,10 @@ half sizes (l, w, h), heading in VoteNet's sign (``-atan2(oy, ox)``), class inde
 
 Boxes come out as t4p's (K, 8): centre, full sizes (l, w, h), heading h with the length axis
 along (cos h, sin h) (counter-clockwise about +z, see ``t4p.models.box_ops``), class.
+
+Read-time checks: finite points with colours in range, at least one point, label numbers that parse
+and are finite, positive box sizes, class indices that are integers in 0..9; each error names the
+file and the line (labels) or row (arrays).
 """
 
 from __future__ import annotations
@@ -20,11 +24,16 @@ from pathlib import Path
 
 import numpy as np
 
+from t4p.data.checks import require_boxes, require_finite, require_ids
 from t4p.data.classes import SUNRGBD10
-from t4p.data.scannet_votenet import DetScene
+from t4p.data.format_api import PrepareSettings
+from t4p.data.scannet_votenet import DetScene, checked_points, det_totals, load_array, save_scene, summarise_scene
+from t4p.errors import UserError
+
+LABEL_FIELDS = "'name xmin ymin w h cx cy cz hw hl hh ox oy'"
 
 
-class SUNRGBDFormatError(ValueError):
+class SUNRGBDFormatError(UserError, ValueError):
     """A SUN RGB-D file is malformed (the message names file and line)."""
 
 
@@ -37,44 +46,58 @@ def read_calib(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return rt, k
 
 
+def _label_numbers(path: Path, lineno: int, parts: list[str]) -> list[float]:
+    """The 12 numbers of a label line: they parse, are finite, and the half sizes are positive."""
+    try:
+        values = [float(p) for p in parts[1:13]]
+    except ValueError:
+        raise SUNRGBDFormatError(f"{path}:{lineno}: {' '.join(parts)!r}: expected numbers after the name in "
+                                 f"{LABEL_FIELDS}") from None
+    if not np.isfinite(values).all():
+        raise SUNRGBDFormatError(f"{path}:{lineno}: {' '.join(parts)!r}: a value is not finite; expected finite "
+                                 f"numbers in {LABEL_FIELDS}")
+    if min(values[7:10]) <= 0:
+        raise SUNRGBDFormatError(f"{path}:{lineno}: half sizes hw hl hh {' '.join(parts[8:11])}; expected positive "
+                                 "sizes")
+    return values
+
+
 def read_label(path: Path) -> np.ndarray:
     """Boxes (K, 8): centre, full size (2hl, 2hw, 2hh), heading, class; other classes dropped."""
+    if not path.exists():
+        raise SUNRGBDFormatError(f"{path}: missing (expected the scene's label file)")
     boxes = []
     for lineno, line in enumerate(path.read_text().splitlines(), start=1):
         parts = line.split()
         if not parts:
             continue
         if len(parts) != 13:
-            raise SUNRGBDFormatError(
-                f"{path}:{lineno}: expected 13 fields 'name xmin ymin w h cx cy cz hw hl hh ox oy', "
-                f"got {len(parts)}"
-            )
+            raise SUNRGBDFormatError(f"{path}:{lineno}: expected 13 fields {LABEL_FIELDS}, got {len(parts)}")
         name = parts[0]
         if name not in SUNRGBD10.names:
             continue
-        cx, cy, cz, hw, hl, hh, ox, oy = (float(p) for p in parts[5:13])
+        cx, cy, cz, hw, hl, hh, ox, oy = _label_numbers(path, lineno, parts)[4:12]
         heading = np.arctan2(oy, ox)  # t4p: length axis (cos h, sin h); VoteNet stores -atan2(oy, ox)
         boxes.append([cx, cy, cz, 2 * hl, 2 * hw, 2 * hh, heading, SUNRGBD10.index(name)])
     return np.asarray(boxes, dtype=np.float32).reshape(-1, 8)
 
 
-def read_points(root: Path, idx: str) -> np.ndarray:
-    """(N, 6) xyz + rgb in [0, 1] from ``lidar/<id>.npz`` or ``depth/<id>.mat``."""
+def read_points(root: Path, idx: str) -> tuple[np.ndarray, Path]:
+    """((N, 6) xyz + rgb in [0, 1], the file) from ``lidar/<id>.npz`` or ``depth/<id>.mat``."""
     npz = root / "lidar" / f"{idx}.npz"
     if npz.exists():
-        with np.load(npz) as z:
-            pc = z["pc"]
+        pc = load_array(npz, SUNRGBDFormatError, "points under key 'pc'", key="pc")
     else:
         mat = root / "depth" / f"{idx}.mat"
         if not mat.exists():
             raise SUNRGBDFormatError(f"{npz} and {mat}: neither exists (expected the scene's points)")
-        from scipy.io import loadmat
+        from scipy.io import loadmat  # only for the raw .mat layout (the VoteNet export is .npz)
 
         pc = loadmat(mat)["instance"]
         npz = mat
     if pc.ndim != 2 or pc.shape[1] != 6:
         raise SUNRGBDFormatError(f"{npz}: expected points of shape (N, 6), got {pc.shape}")
-    return pc
+    return pc, npz
 
 
 def is_trainval(root: Path) -> bool:
@@ -101,33 +124,65 @@ def label_dir(version: str) -> str:
     return "label_v1" if version == "v1" else "label"
 
 
+def read_votenet_boxes(path: Path) -> np.ndarray:
+    """VoteNet's ``<id>_bbox.npy`` (K, 8) with half sizes and its heading sign -> t4p's boxes."""
+    raw = load_array(path, SUNRGBDFormatError, "(K, 8) boxes 'cx cy cz l w h heading class'")
+    if raw.ndim != 2 or raw.shape[1] != 8:
+        raise SUNRGBDFormatError(
+            f"{path}: expected (K, 8) boxes 'cx cy cz l w h heading class' (half sizes), got {raw.shape}"
+        )
+    require_boxes(raw, path, "box cx cy cz l w h heading class", SUNRGBDFormatError)
+    require_ids(raw[:, 7], path, "box class", SUNRGBDFormatError, 0, len(SUNRGBD10) - 1)
+    boxes = raw.astype(np.float32).copy()
+    boxes[:, 3:6] *= 2  # VoteNet stores half sizes
+    boxes[:, 6] *= -1  # and the heading with the opposite sign (its corners use rotz(-heading))
+    return boxes
+
+
 def read_scene(root: str | Path, idx: str, label_version: str = "v1") -> DetScene:
     root = Path(root)
     if is_trainval(root):
         t = trainval_root(root)
-        pc = read_points(t, idx)
+        pc, pc_path = read_points(t, idx)
         boxes = read_label(t / label_dir(label_version) / f"{idx}.txt")
     else:
-        pc_path, box_path = root / f"{idx}_pc.npz", root / f"{idx}_bbox.npy"
-        with np.load(pc_path) as z:
-            pc = z["pc"]
-        raw = np.load(box_path)
-        if raw.ndim != 2 or raw.shape[1] != 8:
-            raise SUNRGBDFormatError(
-                f"{box_path}: expected (K, 8) boxes 'cx cy cz l w h heading class' (half sizes), "
-                f"got {raw.shape}"
-            )
-        boxes = raw.astype(np.float32).copy()
-        boxes[:, 3:6] *= 2  # VoteNet stores half sizes
-        boxes[:, 6] *= -1  # and the heading with the opposite sign (its corners use rotz(-heading))
+        pc_path = root / f"{idx}_pc.npz"
+        pc = load_array(pc_path, SUNRGBDFormatError, "points under key 'pc'", key="pc")
+        if pc.ndim != 2 or pc.shape[1] != 6:
+            raise SUNRGBDFormatError(f"{pc_path}: expected points of shape (N, 6), got {pc.shape}")
+        boxes = read_votenet_boxes(root / f"{idx}_bbox.npy")
+    require_finite(pc, pc_path, "point x y z r g b", SUNRGBDFormatError)
     n = len(pc)
     rgb = pc[:, 3:6]
     rgb = rgb * 255 if rgb.max(initial=0) <= 1.0 else rgb
-    return DetScene(
-        idx,
-        pc[:, :3].astype(np.float32),
-        np.clip(np.rint(rgb), 0, 255).astype(np.uint8),
-        np.full(n, -100, dtype=np.int64),
-        np.full(n, -1, dtype=np.int64),
-        boxes,
-    )
+    xyz, rgb8 = checked_points(pc_path, np.concatenate([pc[:, :3], np.rint(rgb)], 1), SUNRGBDFormatError)
+    return DetScene(idx, xyz, rgb8, np.full(n, -100, dtype=np.int64), np.full(n, -1, dtype=np.int64), boxes)
+
+
+# --------------------------------------------------------------------------- format hooks (t4p.data.formats)
+
+
+def units(src: Path, settings: PrepareSettings) -> list[str]:
+    return list_scenes(src, settings.label_version)
+
+
+def sources(src: Path, unit: str, settings: PrepareSettings) -> list[Path]:
+    if is_trainval(src):
+        t = trainval_root(src)
+        files = [t / label_dir(settings.label_version) / f"{unit}.txt", t / "lidar" / f"{unit}.npz"]
+        files.append(t / "depth" / f"{unit}.mat")
+    else:
+        files = [src / f"{unit}_pc.npz", src / f"{unit}_bbox.npy"]
+    return [p for p in files if p.exists()]
+
+
+def prepare_unit(src: Path, unit: str, out: Path, settings: PrepareSettings) -> dict:
+    return save_scene(out, unit, read_scene(src, unit, settings.label_version))
+
+
+def inspect_unit(src: Path, unit: str, settings: PrepareSettings) -> dict:
+    sc = read_scene(src, unit, settings.label_version)
+    return summarise_scene(sc, SUNRGBD10.names, len(sc.boxes))
+
+
+totals = det_totals

@@ -29,6 +29,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -170,6 +171,7 @@ def _table(b, xy, yaw):
 
 def _chair(b, xy, yaw):
     s, hz = 0.22, b.rng.uniform(0.42, 0.48)
+    parts: list[tuple[tuple[float, float, float], tuple[float, float, float]]]
     parts = [((0, 0, hz), (s, s, 0.03)), ((0, -s + 0.03, hz + 0.25), (s, 0.03, 0.22))]
     parts += [
         ((sx * (s - 0.03), sy * (s - 0.03), hz / 2), (0.02, 0.02, hz / 2)) for sx in (-1, 1) for sy in (-1, 1)
@@ -529,13 +531,13 @@ def _sample_solid(s: Solid, density: float, rng: np.random.Generator) -> np.ndar
 
 def sample_points(room: Room, density: float, rng: np.random.Generator):
     """Visible surface points of the room: xyz (N, 3), solid index (N,) (hidden/outside points removed)."""
-    pts, idx = [], []
+    pts, owners = [], []
     for i, s in enumerate(room.solids):
         p = _sample_solid(s, density, rng)
         p_in = np.all((p > -1e-3) & (p < room.size + 1e-3), axis=1)  # drop outer faces of the shell
         pts.append(p[p_in])
-        idx.append(np.full(int(p_in.sum()), i))
-    xyz, idx = np.concatenate(pts), np.concatenate(idx)
+        owners.append(np.full(int(p_in.sum()), i))
+    xyz, idx = np.concatenate(pts), np.concatenate(owners)
     keep = np.ones(len(xyz), dtype=bool)
     for i, s in enumerate(room.solids):
         c = _corners(s)
@@ -688,7 +690,8 @@ def generate(out: str | Path, settings: SynthSettings) -> Path:
     out = Path(out)
     hw = (settings.height, settings.width)
     names = scene_names(settings.scenes)
-    meta = {"settings": settings.__dict__, "version": GENERATOR_VERSION, "scenes": {}}
+    scenes: dict[str, dict[str, Any]] = {}
+    meta = {"settings": settings.__dict__, "version": GENERATOR_VERSION, "scenes": scenes}
     for i in tqdm(range(settings.scenes), desc="synthetic rooms", unit="room", leave=False):
         rng = np.random.default_rng([settings.seed, i])
         room = make_room(rng)
@@ -699,19 +702,19 @@ def generate(out: str | Path, settings: SynthSettings) -> Path:
         write_s3dis_room(out / "s3dis", area, rname, room, xyz, idx, rgb)
         write_votenet(out / "scannet_votenet", names[i], room, xyz, idx, rgb)
         write_sunrgbd(out / "sunrgbd", f"{i + 1:06d}", room, xyz, rgb)
-        meta["scenes"][names[i]] = {
+        scenes[names[i]] = {
             "area": area,
             "room": rname,
             "sunrgbd_id": f"{i + 1:06d}",
             "points": len(xyz),
         }
-    test = [n for n in names if meta["scenes"][n]["area"] == 5]
+    test = [n for n in names if scenes[n]["area"] == 5]
     train = [n for n in names if n not in test]
     for d in (out / "scannet", out / "scannet_votenet" / "meta_data"):
         d.mkdir(parents=True, exist_ok=True)
         (d / "scannetv2_train.txt").write_text("".join(n + "\n" for n in train))
         (d / "scannetv2_val.txt").write_text("".join(n + "\n" for n in test))
-    sid = {n: meta["scenes"][n]["sunrgbd_id"] for n in names}
+    sid = {n: scenes[n]["sunrgbd_id"] for n in names}
     (out / "sunrgbd" / "train_data_idx.txt").write_text("".join(sid[n] + "\n" for n in train))
     (out / "sunrgbd" / "val_data_idx.txt").write_text("".join(sid[n] + "\n" for n in test))
     (out / "synthetic.json").write_text(json.dumps(meta, indent=1))
