@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from t4p.errors import run_command
 from t4p.sweep.benchmarks import benchmark
 from t4p.sweep.cli import add_common_args, build_configs, setup_logging
+from t4p.sweep.plan import check_rows
 
 # The demo: all 7 rows x 2 seeds on synthetic scenes with the tiny random CLIP, sized so the
 # 14 fine-tunings + 6 pre-trainings finish in minutes on 2 cores (few steps: each fit's fixed
@@ -38,13 +41,17 @@ DEMO_FINETUNE = [
 DEMO_PRETRAIN = ["train.max_steps=6", "train.eval_every=6", "train.checkpoint_every=6", "train.num_threads=1"]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=Path(__file__).name, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser, pretrain_recipe="pretrain_scannet")
     parser.add_argument("--demo", action="store_true",
                         help="the benchmark's smoke recipe + smoke_pretrain, all rows, seeds 0,1, local Ray, sqlite "
                         "MLflow")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
     setup_logging(args.verbose)
     extra = []
     if args.demo:
@@ -52,10 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         args.recipe, args.pretrain_recipe = spec.demo_recipe, "smoke_pretrain"
         args.overrides = [*[f"pretrain.{o}" for o in DEMO_PRETRAIN], *args.overrides]
         extra = [*spec.demo_overrides, *DEMO_FINETUNE]
-    try:
-        ft, pt = build_configs(args, extra)
-    except ValueError as err:  # ConfigError too: the message names the key
-        parser.error(str(err))
+    ft, pt = build_configs(args, extra)  # a ConfigError names the key: one line, exit code 2 (run_command)
+    check_rows(ft.sweep.rows)
+    assert pt is not None  # build_configs gives a pre-training config whenever --pretrain-recipe exists (here)
 
     from t4p.sweep.driver import run_ablation, summary_json  # imports Ray: after --help
 
@@ -71,6 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     if summary.get("tracking_uri"):
         print(f"open the runs: mlflow ui --backend-store-uri {summary['tracking_uri']} --host 127.0.0.1")
     return 0 if summary["completed"] else 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    """A user mistake is one line ``ablation.py: error: ...`` and exit code 2 (``--debug``: its traceback)."""
+    return run_command(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

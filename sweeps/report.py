@@ -10,17 +10,23 @@ import argparse
 import sys
 from pathlib import Path
 
+from t4p.errors import UserError, add_debug_flag, run_command
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=Path(__file__).name, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiment", required=True, help="MLflow experiment name")
     parser.add_argument("--sweep-id", default="", help="sweep id (default: the latest ablation sweep)")
     parser.add_argument("--tracking-uri", default="", help="default $MLFLOW_TRACKING_URI or ./mlruns/mlflow.db")
     parser.add_argument("--benchmark", "--task", default="",
                         help="semseg, insseg, det-sunrgbd, det-scannet (default: the sweep's)")
     parser.add_argument("--out", default="", help="output folder (default reports/<sweep id>)")
-    args = parser.parse_args(argv)
+    add_debug_flag(parser)
+    return parser
 
+
+def run(args: argparse.Namespace) -> int:
     from t4p.config import Config
     from t4p.sweep.report import write_report
     from t4p.tracking import Tracker, resolve_uri
@@ -33,8 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         tags["sweep_id"] = args.sweep_id
     parents = sorted(tracker.find_runs(**tags), key=lambda r: r.info.start_time)
     if not parents:
-        print(f"no ablation sweep found in experiment {args.experiment!r} ({tracker.uri})", file=sys.stderr)
-        return 2
+        raise UserError(f"no ablation sweep found in experiment {args.experiment!r} ({tracker.uri})"
+                        + (f" with --sweep-id {args.sweep_id}" if args.sweep_id else ""))
     parent = parents[-1]
     sweep_id = parent.data.tags.get("sweep_id", parent.info.run_id)
     tags, params = parent.data.tags, parent.data.params
@@ -43,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     path = write_report(tracker, parent.info.run_id, Path(args.out or Path("reports") / sweep_id), name)
     print(f"report: {path.resolve()}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """A user mistake is one line ``report.py: error: ...`` and exit code 2 (``--debug``: its traceback)."""
+    return run_command(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -15,13 +15,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
+from t4p.errors import run_command
 from t4p.sweep.benchmarks import benchmark
 from t4p.sweep.cli import add_common_args, build_configs, setup_logging
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=Path(__file__).name, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser, pretrain_recipe=None)
     parser.add_argument("--param", action="append", default=[], metavar="KEY=DOMAIN",
                         help="search domain, e.g. optim.lr=log:1e-3:0.3, loss.aux_tau=uniform:0.03:0.2, "
@@ -32,27 +35,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", action="append", default=[], metavar="KEY=V,KEY=V",
                         help="a point to evaluate first (all searched keys), e.g. the paper's values; repeatable")
     parser.add_argument("--no-test", action="store_true", help="skip the final test-split evaluation")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
     setup_logging(args.verbose)
-    try:
-        cfg, _ = build_configs(args)
-    except ValueError as err:  # ConfigError too: the message names the key
-        parser.error(str(err))
+    cfg, _ = build_configs(args)  # a ConfigError names the key: one line, exit code 2 (run_command)
     metric = args.metric or benchmark(cfg.sweep.benchmark).search_metric
 
     from t4p.sweep.search import default_space, parse_domain, parse_start, run_search  # imports Ray: after --help
 
-    try:
-        space = dict(parse_domain(p) for p in args.param) if args.param else default_space()
-        starts = [parse_start(item, space) for item in args.start]
-    except ValueError as err:
-        parser.error(str(err))  # usage + the message naming the bad item, exit 2, nothing written
+    # a bad --param / --start is a ConfigError naming the item: nothing is written
+    space = dict(parse_domain(p) for p in args.param) if args.param else default_space()
+    starts = [parse_start(item, space) for item in args.start]
     out = run_search(cfg, space, metric=metric, mode=args.mode, num_cpus=args.num_cpus,
                      evaluate_test=not args.no_test, step_time_s=args.step_time, start_points=starts)
     print(json.dumps(out, indent=2, default=str))
     if out.get("tracking_uri"):
         print(f"open the runs: mlflow ui --backend-store-uri {out['tracking_uri']} --host 127.0.0.1")
     return 0 if out.get("dry_run") or out.get("completed") else 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    """A user mistake is one line ``search.py: error: ...`` and exit code 2 (``--debug``: its traceback)."""
+    return run_command(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

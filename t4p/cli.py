@@ -6,7 +6,8 @@ import argparse
 import importlib
 import sys
 
-from t4p.config import ConfigError, epochs_resolved, to_json
+from t4p.config import epochs_resolved, to_json
+from t4p.errors import add_debug_flag, run_command
 from t4p.recipes import RECIPES, get_recipe
 
 # Each module defines `register(subparsers)` adding its subcommands; a subcommand's
@@ -39,6 +40,7 @@ def _register_config(subparsers) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="t4p", description="Text4Point pre-training and fine-tuning")
+    add_debug_flag(parser)
     subparsers = parser.add_subparsers(dest="command", required=True)
     _register_config(subparsers)
     for name in COMMAND_MODULES:
@@ -47,12 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except ConfigError as err:
-        print(f"t4p: error: {err}", file=sys.stderr)
-        return 2
+    """Run one subcommand; a user mistake is one line ``t4p: error: ...`` and exit code 2 (``t4p.errors``)."""
+    return run_command(build_parser(), lambda args: args.func(args), argv)
 
 
 if __name__ == "__main__":

@@ -17,16 +17,19 @@ import math
 import types
 import typing
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from t4p.errors import UserError
 
 SparseBackend = Literal["auto", "minkowski", "torch"]
 TextSource = Literal["clip", "random"]
 Task = Literal["pretrain", "semseg", "insseg", "det"]
 
 
-class ConfigError(ValueError):
-    """A setting is unknown, has the wrong type, or contradicts another setting."""
+class ConfigError(UserError, ValueError):
+    """A setting is unknown, has the wrong type, is out of range, or contradicts another setting."""
 
 
 @dataclass
@@ -67,6 +70,9 @@ class DataConfig:
     synth_frames_per_scene: int = 8
     synth_point_density: float = 300.0  # synthetic rooms: labelled surface points per m^2 (added by data)
     loader_workers: int = 0
+    # a bad unit (room, scene, .sens) of data.root: "error" = preparing caches the good units, then fails listing
+    # every bad one (file and line / frame / row); "skip" = left out, listed in the cache's manifest.json (bad_units)
+    on_bad: Literal["error", "skip"] = "error"
 
 
 @dataclass
@@ -272,7 +278,7 @@ def _leaf_types(cls: type = Config, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, tp in _field_types(cls).items():
         key = f"{prefix}{name}"
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):  # a section (a dataclass type, not an instance)
             out.update(_leaf_types(tp, key + "."))
         else:
             out[key] = tp
@@ -516,8 +522,39 @@ def training_differences(saved: Config, cfg: Config) -> dict[str, tuple[Any, Any
 # --------------------------------------------------------------------------- validation
 
 
+# Ranges of single settings, by dotted key (every float setting must also be finite; every ``*_every``
+# cadence is >= 1, see ``_range_rules``): (keys, test, what was expected).
+_POSITIVE = ("data.voxel_size", "loss.tau", "loss.aux_tau", "optim.lr", "train.batch_size", "train.grad_accum",
+             "insseg.min_region_size", "sweep.workers_per_trial")
+_AT_LEAST_ONE = ("data.frame_skip",)
+_NON_NEGATIVE = ("loss.aux_range", "sweep.gpus_per_trial")
+_FRACTIONS = ("data.val_fraction", "sweep.val_fraction")
+
+
+def _range_rules() -> tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...]:
+    every = tuple(k for k in valid_keys() if k.endswith("_every"))  # train.eval_every, optim.exp_every, ...
+    floats = tuple(k for k, tp in _leaf_types().items() if tp is float)
+    return (
+        (floats, math.isfinite, "a finite number"),
+        (_POSITIVE, lambda v: v > 0, "a positive value"),
+        ((*_AT_LEAST_ONE, *every), lambda v: v >= 1, ">= 1"),
+        (_NON_NEGATIVE, lambda v: v >= 0, ">= 0"),
+        (_FRACTIONS, lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
+    )
+
+
+def check_ranges(cfg: Config) -> None:
+    """Each setting on its own: finite floats, positive sizes, cadences >= 1, fractions in [0, 1)."""
+    flat = to_flat_dict(cfg)
+    for keys, ok, expected in _range_rules():
+        for key in keys:
+            if not ok(flat[key]):
+                raise ConfigError(f"config key {key!r}: expected {expected}, got {flat[key]}")
+
+
 def validate(cfg: Config) -> Config:
-    """Cross-field checks; raises ``ConfigError`` naming the keys involved."""
+    """Single-setting ranges (``check_ranges``) and cross-field checks; raises ``ConfigError`` naming the keys."""
+    check_ranges(cfg)
     m = cfg.model
     if m.prompt_learning and m.text_source == "random":
         raise ConfigError(
@@ -530,36 +567,14 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("model.dec_planes and model.dec_blocks: expected 4 values each")
     if m.stem_kernel not in (3, 5):
         raise ConfigError(f"model.stem_kernel: expected 3 or 5, got {m.stem_kernel}")
-    positive = {
-        "data.voxel_size": cfg.data.voxel_size,
-        "loss.tau": cfg.loss.tau,
-        "loss.aux_tau": cfg.loss.aux_tau,
-        "train.batch_size": cfg.train.batch_size,
-        "insseg.min_region_size": cfg.insseg.min_region_size,
-        "train.grad_accum": cfg.train.grad_accum,
-        "sweep.workers_per_trial": cfg.sweep.workers_per_trial,
-    }
-    for key, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"config key {key!r}: expected a positive value, got {value}")
     check_schedule(cfg)
-    if cfg.loss.aux_range < 0:
-        raise ConfigError(f"config key 'loss.aux_range': expected >= 0, got {cfg.loss.aux_range}")
-    if not 0 < cfg.optim.lr:
-        raise ConfigError(f"config key 'optim.lr': expected a positive value, got {cfg.optim.lr}")
     if cfg.data.test_area in cfg.data.train_areas or cfg.data.test_area in cfg.data.val_areas:
         raise ConfigError(
             f"data.test_area={cfg.data.test_area} also appears in data.train_areas/data.val_areas: "
             "the test area must stay held out"
         )
-    for key in ("data.val_fraction", "sweep.val_fraction"):
-        fraction = cfg.data.val_fraction if key.startswith("data") else cfg.sweep.val_fraction
-        if not 0 <= fraction < 1:
-            raise ConfigError(f"config key {key!r}: expected a fraction in [0, 1), got {fraction}")
     if cfg.finetune.eval_split == "val" and cfg.train.task != "pretrain":
         check_validation_split(cfg)
-    if cfg.sweep.gpus_per_trial < 0:
-        raise ConfigError("config key 'sweep.gpus_per_trial': expected >= 0")
     return cfg
 
 

@@ -11,10 +11,12 @@ The depth loss lives with the 2D decoder (``t4p.models.decoder_2d.depth_loss``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.spatial import cKDTree
 
 # --------------------------------------------------------------------------- Eq. 14
 
@@ -187,8 +189,6 @@ def _ball_pairs(
     enc: np.ndarray, vox: np.ndarray, stride: int, radius_vox: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """(encoder row, voxel row) for voxel centres within ``radius_vox`` (voxel units) of a cell centre."""
-    from scipy.spatial import cKDTree
-
     enc_rows, vox_rows = [], []
     for b in np.unique(enc[:, 0]):
         e_sel = np.nonzero(enc[:, 0] == b)[0]
@@ -196,7 +196,8 @@ def _ball_pairs(
         if len(v_sel) == 0:
             continue
         tree = cKDTree(vox[v_sel, 1:] + 0.5)  # voxel centres
-        hits = tree.query_ball_point(enc[e_sel, 1:] + stride / 2.0, r=radius_vox)
+        # 2-D query points: an object array holding one neighbour index list per row (the stubs can't see the rank)
+        hits = cast("np.ndarray", tree.query_ball_point(enc[e_sel, 1:] + stride / 2.0, r=radius_vox))
         for row, found in zip(e_sel, hits, strict=True):
             enc_rows.append(np.full(len(found), row, dtype=np.int64))
             vox_rows.append(v_sel[np.asarray(found, dtype=np.int64)])

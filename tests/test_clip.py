@@ -270,9 +270,10 @@ def test_pretrained_tag_is_never_downloaded(tmp_path):
 def test_cached_tag_file_is_used(fp16_exact_tiny, tmp_path):
     """A tag resolves to the file open_clip would have downloaded, when it is already in the cache dir."""
     url = open_clip.get_pretrained_cfg("RN50", "yfcc15m")["url"]  # an open_clip state dict
-    torch.save(fp16_exact_tiny.state_dict(), tmp_path / os.path.basename(url))
+    sd = {**fp16_exact_tiny.state_dict(), "input_resolution": torch.tensor(224)}  # OpenAI format: its own arch
+    torch.save(sd, tmp_path / os.path.basename(url))
     b = load_clip(ClipConfig(arch="RN50", weights="yfcc15m", cache_dir=str(tmp_path)))
-    _state_equal(b.model, fp16_exact_tiny)  # shapes are not RN50's: read as OpenAI format, fp16-exact
+    _state_equal(b.model, fp16_exact_tiny)  # read as OpenAI format (architecture from the tensors), fp16-exact
 
 
 # --------------------------------------------------------------------------- fixed text embeddings

@@ -62,6 +62,53 @@ def test_bad_overrides_name_the_key_and_expectation(override, fragments):
         assert fragment in str(err.value)
 
 
+FLOAT_KEYS = sorted(k for k, v in to_flat_dict(Config()).items() if isinstance(v, float))
+EVERY_KEYS = sorted(k for k in to_flat_dict(Config()) if k.endswith("_every"))
+
+
+def test_the_range_checks_cover_the_schema():
+    assert len(FLOAT_KEYS) > 40 and {"optim.lr", "data.voxel_size", "sweep.gpus_per_trial"} <= set(FLOAT_KEYS)
+    assert EVERY_KEYS == ["optim.exp_every", "train.checkpoint_every", "train.eval_every", "train.log_every"]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_every_float_key_must_be_finite(value):
+    for key in FLOAT_KEYS:
+        with pytest.raises(ConfigError) as err:
+            apply_overrides(Config(), [f"{key}={value}"])
+        assert str(err.value) == f"config key {key!r}: expected a finite number, got {float(value)}"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        *[(f"{k}=0", f"config key {k!r}: expected >= 1, got 0") for k in EVERY_KEYS],
+        ("data.frame_skip=0", "config key 'data.frame_skip': expected >= 1, got 0"),
+        ("data.voxel_size=0", "config key 'data.voxel_size': expected a positive value, got 0.0"),
+        ("data.val_fraction=1", "config key 'data.val_fraction': expected a fraction in [0, 1), got 1.0"),
+        ("sweep.val_fraction=-0.1", "config key 'sweep.val_fraction': expected a fraction in [0, 1), got -0.1"),
+        ("loss.aux_range=-1", "config key 'loss.aux_range': expected >= 0, got -1.0"),
+        ("sweep.gpus_per_trial=-0.5", "config key 'sweep.gpus_per_trial': expected >= 0, got -0.5"),
+    ],
+)
+def test_out_of_range_values_name_key_value_and_expectation(override, message):
+    with pytest.raises(ConfigError) as err:
+        apply_overrides(Config(), [override])
+    assert str(err.value) == message
+
+
+def test_boundary_values_are_accepted():
+    cfg = apply_overrides(Config(), [*(f"{k}=1" for k in EVERY_KEYS), "data.frame_skip=1", "data.val_fraction=0",
+                                     "data.val_fraction=0.99", "loss.aux_range=0", "sweep.gpus_per_trial=0"])
+    assert cfg.train.eval_every == 1 and cfg.data.val_fraction == 0.99
+
+
+def test_config_error_is_a_user_error_and_a_value_error():
+    from t4p.errors import UserError
+
+    assert issubclass(ConfigError, UserError) and issubclass(ConfigError, ValueError)
+
+
 def test_prompt_learning_with_random_text_is_rejected():
     with pytest.raises(ConfigError, match="prompt_learning.*text_source=random"):
         apply_overrides(Config(), ["model.text_source=random", "model.prompt_learning=true"])

@@ -8,25 +8,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
-from t4p.config import ConfigError
+from t4p.config import Config, ConfigError
 from t4p.data.datasets import PointsDataset
 from t4p.models.text4point import frozen_tensor_ids
 from t4p.tasks import get_task
-from t4p.train.checkpoint import load_checkpoint
+from t4p.train.checkpoint import load_checkpoint, restore_model
 from t4p.train.loop import build_model
 
 
-def load_model_from_checkpoint(cfg, checkpoint: str):
-    """Build ``cfg``'s model and load a checkpoint's weights into it (frozen CLIP comes from its weights)."""
+def load_model_from_checkpoint(cfg: Config, checkpoint: str) -> tuple[nn.Module, dict]:
+    """Build ``cfg``'s model and load a checkpoint's weights into it (frozen CLIP comes from its weights).
+
+    A checkpoint that does not fit (another architecture) is a ``CheckpointError`` naming the first tensor.
+    """
     model, bundle = build_model(cfg, restoring=True)
-    ckpt = load_checkpoint(checkpoint)
-    missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
-    frozen = frozen_tensor_ids(bundle)
-    state = model.state_dict()
-    bad = [k for k in missing if state[k].data_ptr() not in frozen] + list(unexpected)
-    if bad:
-        raise ConfigError(f"{checkpoint}: does not fit the model built from the config ({bad[:5]})")
+    ckpt = load_checkpoint(checkpoint, require=("model",))
+    restore_model(model, checkpoint, ckpt["model"], frozen_tensor_ids(bundle))
     return model.eval(), ckpt
 
 

@@ -98,7 +98,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from t4p.commands.checkpoints import load_model_from_checkpoint
     from t4p.data.classes import class_list
-    from t4p.data.datasets import make_dataset
+    from t4p.data.datasets import PointsDataset, make_dataset
     from t4p.tasks import get_task
     from t4p.train.loop import evaluate, pick_device
 
@@ -111,6 +111,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     device = pick_device(cfg, None)
     model.to(device)
     ds = make_dataset(cfg, cfg.finetune.eval_split, augment=False)
+    assert isinstance(ds, PointsDataset)  # a fine-tuning task's split: points (pre-training reads image pairs)
     loader = torch.utils.data.DataLoader(ds, batch_size=1, collate_fn=ds.collate)
     names = list(class_list(cfg.data.classes).names)
     scores = evaluate(task, model, loader, cfg, device, names)  # <split>_<metric>, as training reports them
@@ -130,7 +131,7 @@ def _predict(args: argparse.Namespace) -> int:
     from t4p.train.checkpoint import load_checkpoint
 
     _setup_logging()
-    ckpt = load_checkpoint(args.checkpoint)
+    ckpt = load_checkpoint(args.checkpoint, require=("model", "config"))
     cfg = from_json(ckpt["config"])
     cfg.train.device = "cpu"
     model, _ = load_model_from_checkpoint(cfg, args.checkpoint)

@@ -9,10 +9,11 @@
 - ``"random"``: open_clip's ``model.clip.arch`` (e.g. RN50) with seeded random weights; also labelled.
 - a path to a file: OpenAI's TorchScript archive (read by open_clip's ``load_openai_model`` only),
   or a state dict (``torch.load(weights_only=True)``): an open_clip training checkpoint
-  (``{"state_dict": ...}``) or a bare state dict for ``model.clip.arch``; a bare state dict whose
-  shapes do not fit the arch is read as an OpenAI-format state dict (architecture inferred from
-  the shapes by open_clip's ``build_model_from_openai_state_dict``, weights rounded to fp16 as
-  OpenAI's are).
+  (``{"state_dict": ...}``) or a bare state dict for ``model.clip.arch``, which must fit the arch
+  tensor for tensor (else ``ClipWeightsMismatch`` names the first missing or differently shaped
+  tensor); or an OpenAI-format state dict (with OpenAI's ``input_resolution`` entry), whose
+  architecture is inferred from the shapes by open_clip's ``build_model_from_openai_state_dict``
+  (weights rounded to fp16 as OpenAI's are) and whose positional table must fit that resolution.
 - anything else: an open_clip pretrained tag for ``model.clip.arch`` (``openai``, ``yfcc15m``, ...)
   resolved from the local caches only (``~/.cache/clip`` for URL downloads, the Hugging Face hub
   cache, ``model.clip.cache_dir``). Nothing is ever downloaded.
@@ -30,17 +31,20 @@ import json
 import logging
 import os
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg, build_model_from_openai_state_dict
+from open_clip.modified_resnet import ModifiedResNet
 from torch import nn
 
+from t4p.errors import UserError, brief_reason, first_tensor_mismatch
 from t4p.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -56,10 +60,15 @@ TINY_CFG: dict[str, Any] = {
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 1},
 }
 RANDOM_LABEL = "RANDOM WEIGHTS"
+POS_KEY = "visual.attnpool.positional_embedding"  # (1 + grid^2, C): its size fixes the input resolution
 
 
-class ClipWeightsError(FileNotFoundError):
-    """CLIP weights are missing, unreadable or do not fit the configured architecture."""
+class ClipWeightsError(UserError, FileNotFoundError):
+    """CLIP weights are missing or unreadable, or ``model.clip.arch`` / a pretrained tag is unknown."""
+
+
+class ClipWeightsMismatch(UserError, ValueError):
+    """CLIP weights were read but do not fit the architecture: names the first tensor that differs."""
 
 
 @dataclass
@@ -93,7 +102,10 @@ class ClipBundle:
 # --------------------------------------------------------------------------- building models
 
 
-def freeze(model: nn.Module) -> nn.Module:
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+def freeze(model: ModuleT) -> ModuleT:
     """No gradients and eval mode (BatchNorm statistics and dropout fixed)."""
     for p in model.parameters():
         p.requires_grad_(False)
@@ -188,7 +200,7 @@ def is_torchscript_archive(path: str | Path) -> bool:
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Only tensors (``weights_only=True``); unwraps ``{"state_dict": ...}`` and DDP's ``module.``."""
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from safetensors.torch import load_file  # optional dependency: only for .safetensors weights
 
         obj: Any = load_file(str(path))
     else:
@@ -200,49 +212,75 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise ClipWeightsError(f"{path}: expected a CLIP state dict (name -> tensor), got {kind}")
     if next(iter(obj)).startswith("module."):
         obj = {k[len("module."):]: v for k, v in obj.items()}
-    if "visual.attnpool.positional_embedding" not in obj:
+    if POS_KEY not in obj:
         raise ClipWeightsError(
-            f"{path}: no 'visual.attnpool.positional_embedding' key: not a ResNet CLIP state dict "
+            f"{path}: no {POS_KEY!r} key: not a ResNet CLIP state dict "
             f"(keys start with {sorted(obj)[:5]})"
         )
     return obj
 
 
-def _shapes_fit(model: nn.Module, sd: dict[str, torch.Tensor]) -> bool:
-    own = model.state_dict()
-    return all(k in sd and sd[k].shape == v.shape for k, v in own.items() if k != "attn_mask")
+T = TypeVar("T")
+
+
+def _reading(path: Path, read: Callable[[], T]) -> T:
+    """``read()`` of the weights file ``path``; whatever a damaged file makes the reader raise becomes a
+    ``ClipWeightsError`` naming the file."""
+    try:
+        return read()
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - torch / zip / pickle / open_clip readers raise many types for a bad file
+        raise ClipWeightsError(
+            f"model.clip.weights={str(path)!r}: cannot read a CLIP checkpoint from this file "
+            f"({type(e).__name__}: {brief_reason(e)})"
+        ) from e
+
+
+def check_weights_fit(path: Path, own: dict[str, torch.Tensor], sd: dict[str, torch.Tensor], what: str) -> None:
+    """A ``ClipWeightsMismatch`` naming the first tensor of ``own`` (the architecture's state dict) that ``sd``
+    lacks or has in another shape, else the first one ``sd`` has beyond it: weights never silently build
+    another architecture."""
+    mismatch = first_tensor_mismatch(own, sd)
+    if mismatch:
+        raise ClipWeightsMismatch(f"model.clip.weights={str(path)!r} does not fit {what}: {mismatch}")
+
+
+def _openai_format_model(path: Path, sd: dict[str, torch.Tensor]) -> CLIP:
+    """OpenAI's layout as a state dict: the architecture comes from the tensors (open_clip's
+    ``build_model_from_openai_state_dict``: QuickGELU, weights rounded to fp16 as OpenAI's are), and the
+    attention pool's positional table must fit the input resolution the file declares."""
+    size = int(sd["input_resolution"])
+    grid = size // DenseImageEncoder.stride
+    pos = sd[POS_KEY]
+    check_weights_fit(path, {POS_KEY: torch.empty(grid * grid + 1, pos.shape[1])}, {POS_KEY: pos},
+                      f"its own input_resolution={size}")
+    return _reading(path, lambda: build_model_from_openai_state_dict(dict(sd), quick_gelu=True)).float()
 
 
 def load_weights_file(path: str | Path, arch: str, quick_gelu: bool = False) -> CLIP:
-    """A CLIP model from a checkpoint file (see the module docstring for the formats)."""
+    """A CLIP model from a checkpoint file (see the module docstring for the formats).
+
+    A state dict in open_clip's layout must fit ``arch`` tensor for tensor (``ClipWeightsMismatch`` names the
+    first that does not); OpenAI's archive and OpenAI-format state dicts carry their own architecture.
+    """
     path = Path(path).expanduser()
     if not path.is_file():
         raise ClipWeightsError(
             f"model.clip.weights={str(path)!r}: no such file. Supply a CLIP checkpoint "
             f"(OpenAI's RN50.pt or an open_clip state dict) or use model.clip.weights=random-tiny"
         )
-    try:
-        if is_torchscript_archive(path):
-            # OpenAI's archive: only open_clip's loader reads it (rebuilds a plain nn.Module).
-            return open_clip.load_openai_model(str(path), precision="fp32", device="cpu")
-        sd = _read_state_dict(path)
-        model = build_architecture(arch, quick_gelu=quick_gelu)
-        if "input_resolution" not in sd and _shapes_fit(model, sd):
-            open_clip.load_checkpoint(model, str(path), strict=True, weights_only=True)
-            return model
-        log.warning(
-            "%s: shapes do not fit model.clip.arch=%r; reading it as an OpenAI-format state dict "
-            "(architecture inferred from the tensors, QuickGELU, weights rounded to fp16)", path, arch
-        )
-        sd = {k: v for k, v in sd.items() if k != "attn_mask"}
-        return build_model_from_openai_state_dict(sd, quick_gelu=True).float()
-    except ClipWeightsError:
-        raise
-    except Exception as e:  # corrupt archive, truncated pickle, wrong tensors: name the file
-        raise ClipWeightsError(
-            f"model.clip.weights={str(path)!r}: cannot read a CLIP checkpoint from this file "
-            f"({type(e).__name__}: {e})"
-        ) from e
+    if _reading(path, lambda: is_torchscript_archive(path)):
+        # OpenAI's archive: only open_clip's loader reads it (rebuilds a plain nn.Module).
+        return _reading(path, lambda: open_clip.load_openai_model(str(path), precision="fp32", device="cpu"))
+    sd = _reading(path, lambda: _read_state_dict(path))
+    sd.pop("attn_mask", None)  # a constant buffer the model builds itself
+    if "input_resolution" in sd:
+        return _openai_format_model(path, sd)
+    model = build_architecture(arch, quick_gelu=quick_gelu)
+    check_weights_fit(path, model.state_dict(), sd, f"model.clip.arch={arch!r}")
+    model.load_state_dict(sd)
+    return model
 
 
 def _tag_candidates(arch: str, tag: str, cache_dir: str) -> list[tuple[Path, str]]:
@@ -369,7 +407,8 @@ class DenseImageEncoder(nn.Module):
         super().__init__()
         if mode not in ("attnpool", "maskclip"):
             raise ValueError(f"model.clip.dense_mode={mode!r}: expected 'attnpool' or 'maskclip'")
-        self._frozen = (freeze(bundle.model.visual),)  # not a submodule: see the class docstring
+        # not a submodule: see the class docstring; a ResNet image tower (load_clip checks the attention pool)
+        self._frozen: tuple[ModifiedResNet] = (freeze(bundle.model.visual),)
         self.mode = mode
         self.fp16 = fp16  # only on CUDA
         self.embed_dim = bundle.embed_dim
@@ -377,7 +416,7 @@ class DenseImageEncoder(nn.Module):
         self._pos_cache: dict[tuple, torch.Tensor] = {}
 
     @property
-    def visual(self) -> nn.Module:
+    def visual(self) -> ModifiedResNet:
         return self._frozen[0]
 
     def _apply(self, fn, recurse=True):  # .to(), .cuda(), .half() also move the frozen tower
@@ -467,6 +506,8 @@ class FixedTextEmbeddings(nn.Module):
     Reused from an in-process dict and, with ``cache_dir``, from ``<cache_dir>/text/*.npy``, keyed
     by (weights_id, names, template).
     """
+
+    embeddings: torch.Tensor  # buffer (K, d), registered in __init__
 
     def __init__(self, bundle: ClipBundle, names: tuple[str, ...] | list[str],
                  template: str = "point cloud of {}.", cache_dir: str | Path | None = None) -> None:

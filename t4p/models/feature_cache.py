@@ -19,6 +19,7 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 def atomic_save_npz(path: Path, **arrays: np.ndarray) -> None:
     """``np.savez`` through ``t4p.io.atomic_path``: readers never see half a file."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
+        np.savez(f, allow_pickle=True, **arrays)  # numpy's default, spelled out: else its stubs match **arrays to it
 
 
 def fingerprint(image: torch.Tensor) -> str:
@@ -93,7 +94,8 @@ class FeatureCache:
                 self.put(frame_ids[i], size, computed[j], fps[i])
                 found[i] = computed[j].to("cpu", torch.float16)
         # fp16 storage: a frame read from disk and a fresh one give identical values
-        return torch.stack(found).to(images.device, torch.float32)  # (B, d, h, w)
+        frames = cast("list[torch.Tensor]", found)  # every miss was filled in just above
+        return torch.stack(frames).to(images.device, torch.float32)  # (B, d, h, w)
 
     def bytes_per_frame(self, size: tuple[int, int] | None = None) -> float:
         """Mean file size of the cached frames (of one input resolution if given)."""

@@ -199,7 +199,8 @@ def cluster_instances(shifted: np.ndarray, prob: np.ndarray, radius: float, min_
     n, k = prob.shape
     pred = prob.argmax(1)  # (N,)
     ids = np.full(n, -1, dtype=np.int64)
-    labels, scores = [], []
+    labels: list[int] = []
+    scores: list[float] = []
     for c in range(k) if classes is None else classes:
         sel = np.flatnonzero(pred == c)
         if len(sel) < max(1, min_points):

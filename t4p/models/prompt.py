@@ -16,10 +16,12 @@ exactly the fixed prompt's text features. ``ctx_init=""`` draws all slots from N
 from __future__ import annotations
 
 import logging
+from typing import cast
 
 import open_clip
 import torch
-from open_clip.transformer import text_global_pool
+from open_clip.model import CLIP
+from open_clip.transformer import Transformer, text_global_pool
 from torch import nn
 
 from t4p.models.clip import ClipBundle, FixedTextEmbeddings, clip_cache_root
@@ -39,16 +41,19 @@ def phrase_token_count(phrase: str) -> int:
 class _FrozenTextTower(nn.Module):
     """The parts of an open_clip CLIP text tower after the token embedding (shared, frozen tensors)."""
 
-    def __init__(self, model: nn.Module) -> None:
+    attn_mask: torch.Tensor | None  # buffer, registered in __init__
+
+    def __init__(self, model: CLIP) -> None:
         super().__init__()
-        self.transformer = model.transformer
-        self.ln_final = model.ln_final
-        self.positional_embedding = model.positional_embedding  # (L, width) Parameter, shared
+        self.transformer: Transformer = model.transformer
+        self.ln_final: nn.Module = model.ln_final
+        self.positional_embedding: nn.Parameter = model.positional_embedding  # (L, width) Parameter, shared
         proj = model.text_projection
-        self.text_projection = proj  # Parameter (width, d), nn.Linear or None
-        self.register_buffer("attn_mask", model.attn_mask, persistent=False)
-        self.pool_type = model.text_pool_type
-        self.eos_id = getattr(model, "text_eos_id", None)
+        self.text_projection: nn.Parameter | nn.Linear | None = proj  # Parameter (width, d), nn.Linear or None
+        # CLIP registers attn_mask as a buffer: a tensor, or None for a text tower without a causal mask
+        self.register_buffer("attn_mask", cast("torch.Tensor | None", model.attn_mask), persistent=False)
+        self.pool_type: str = model.text_pool_type
+        self.eos_id: int | None = getattr(model, "text_eos_id", None)
         for p in self.parameters():
             p.requires_grad_(False)
 
@@ -71,6 +76,10 @@ class PromptLearner(nn.Module):
 
     The frozen text tower is not a submodule: ``state_dict`` holds only ``ctx``.
     """
+
+    tokens: torch.Tensor  # buffers (K, L), (K, 1, width), (K, L - 1 - n_ctx, width), registered in __init__
+    prefix: torch.Tensor
+    suffix: torch.Tensor
 
     def __init__(self, bundle: ClipBundle, names: tuple[str, ...] | list[str], n_ctx: int = 8,
                  ctx_init: str = "point cloud of", seed: int | None = None) -> None:

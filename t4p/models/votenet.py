@@ -28,6 +28,7 @@ from torch import nn
 
 from t4p.config import Config
 from t4p.models.box_ops import iou_3d
+from t4p.models.text4point import build_finetune_3d, make_sparse_input
 
 # --------------------------------------------------------------------------- sampling and grouping
 
@@ -285,10 +286,10 @@ def predict(out: DetOutput, mean_sizes: torch.Tensor, cfg: Config) -> list[torch
 class VoteNetDetector(nn.Module):
     """Text4Point 3D backbone (SR-UNet + TQM + text path) + VoteNet voting, aggregation and proposal heads."""
 
+    mean_sizes: torch.Tensor  # buffer (K, 3), registered in __init__
+
     def __init__(self, cfg: Config, bundle, class_names: list[str], mean_sizes: torch.Tensor) -> None:
         super().__init__()
-        from t4p.models.text4point import build_finetune_3d
-
         m, ft = cfg.model, cfg.det
         if mean_sizes.shape != (len(class_names), 3):
             raise ValueError(
@@ -305,8 +306,6 @@ class VoteNetDetector(nn.Module):
 
     # the three stages are separate methods so bench/votenet_step.py can time them
     def run_backbone(self, batch):
-        from t4p.models.text4point import make_sparse_input
-
         text = self.text() if self.text is not None else None  # (K, d)
         out3d = self.backbone(make_sparse_input(self.backend, batch.coords, batch.feats), text)  # z3d (M, C)
         return out3d, text

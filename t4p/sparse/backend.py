@@ -30,9 +30,9 @@ def make_backend(name: str = "auto"):
                 "model.sparse_backend=minkowski but MinkowskiEngine is not importable "
                 "(run `make setup` / scripts/build_minkowski.sh, or use sparse_backend=torch)"
             )
-        from t4p.sparse.minkowski_backend import BACKEND
+        from t4p.sparse.minkowski_backend import BACKEND  # optional: MinkowskiEngine only when asked for
 
         return BACKEND
-    from t4p.sparse.torch_backend import TorchBackend
+    from t4p.sparse.torch_backend import TorchBackend  # torch only once a backend is made: the check above stays light
 
     return TorchBackend()

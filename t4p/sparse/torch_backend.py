@@ -389,7 +389,7 @@ def conv_plan(x: SparseTensor, kernel_size: int, stride: int, transposed: bool) 
     cs: CoordSet = x.impl
     key = ("tconv" if transposed else "conv", kernel_size, stride)
     if transposed:
-        out_set = cs
+        out_set: CoordSet | None = cs
         for _ in range(int(round(math.log2(stride)))):
             out_set = out_set.finer if out_set is not None else None
         if stride & (stride - 1) or out_set is None or out_set.stride * stride != cs.stride:

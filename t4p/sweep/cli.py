@@ -2,7 +2,9 @@
 
 Every flag is a shorthand for a ``sweep.*`` (or ``tracking.*``) config key; positional
 ``KEY=VALUE`` arguments override any key of the fine-tuning config, and ``pretrain.KEY=VALUE``
-any key of the pre-training config.
+any key of the pre-training config. The scripts run through ``t4p.errors.run_command``: a user
+mistake (``UserError``: a config value, an unknown row, an unparsable ``--param``) is one line
+``<script>: error: <message>`` and exit code 2; ``--debug`` (or ``T4P_DEBUG=1``) shows its traceback.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from collections.abc import Sequence
 
 from t4p.config import Config, to_flat_dict
+from t4p.errors import add_debug_flag
 from t4p.recipes import get_recipe
 from t4p.sweep.benchmarks import BENCHMARKS, benchmark, check_benchmark
 from t4p.sweep.rows import ABLATION_ROWS
@@ -51,12 +55,14 @@ def add_common_args(parser: argparse.ArgumentParser, pretrain_recipe: str | None
                         help="seconds per training step for the --dry-run estimate (measure with bench/)")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
     parser.add_argument("-v", "--verbose", action="store_true")
+    add_debug_flag(parser)
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="any config key, e.g. optim.lr=0.05; pretrain.KEY=VALUE for the pre-training")
 
 
 def split_overrides(items: list[str]) -> tuple[list[str], list[str]]:
-    ft, pt = [], []
+    ft: list[str] = []
+    pt: list[str] = []
     for item in items:
         (pt if item.startswith("pretrain.") else ft).append(item.removeprefix("pretrain."))
     return ft, pt
@@ -75,7 +81,7 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
     return out
 
 
-def build_configs(args: argparse.Namespace, extra: list[str] = ()) -> tuple[Config, Config | None]:
+def build_configs(args: argparse.Namespace, extra: Sequence[str] = ()) -> tuple[Config, Config | None]:
     """Fine-tuning config (recipe + extra + flags + overrides) and pre-training config (or None)."""
     ft_over, pt_over = split_overrides(args.overrides)
     recipe = args.recipe or benchmark(args.benchmark or "semseg").recipe

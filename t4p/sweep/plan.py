@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from t4p.config import Config, apply_overrides, epochs_resolved
+from t4p.config import Config, ConfigError, apply_overrides, epochs_resolved
 from t4p.sweep.rows import ABLATION_ROWS
 from t4p.sweep.stages import StageStore, stage_key
 
@@ -63,9 +63,7 @@ def check_rows(rows: tuple[str, ...] | list[str]) -> list[str]:
         return list(ABLATION_ROWS)
     unknown = [r for r in rows if r not in ABLATION_ROWS]
     if unknown:
-        raise ValueError(
-            f"sweep.rows: unknown row(s) {unknown}; expected some of {', '.join(ABLATION_ROWS)}"
-        )
+        raise ConfigError(f"sweep.rows: unknown row(s) {unknown}; expected some of {', '.join(ABLATION_ROWS)}")
     return list(rows)
 
 

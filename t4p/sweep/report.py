@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,7 +69,7 @@ def final_metric(metrics: dict[str, float], key: str) -> float | None:
     return None
 
 
-def collect(tracker, parent_run_id: str, spec: Benchmark) -> tuple[list[RowResult], dict[str, str]]:
+def collect(tracker, parent_run_id: str, spec: Benchmark) -> tuple[list[RowResult], dict[str, bool]]:
     """Per-row results of one sweep's finished fine-tuning runs, and the flags for the title."""
     runs = [
         r for r in tracker.find_runs(**{"mlflow.parentRunId": parent_run_id, "stage": "finetune"})
@@ -164,7 +165,7 @@ def title(flags: dict[str, bool], spec: Benchmark) -> str:
 
 
 def write_markdown(path: Path, rows: list[dict[str, str]], heading: str, spec: Benchmark,
-                   extra: list[str] = ()) -> None:
+                   extra: Sequence[str] = ()) -> None:
     cols = [c for c in rows[0] if not c.endswith(("_mean", "_std"))] if rows else ["row"]
     lines = [f"# {heading}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(r[c] for c in cols) + " |" for r in rows]
@@ -184,9 +185,9 @@ def write_csv(path: Path, rows: list[dict[str, str]]) -> None:
 
 def write_chart(path: Path, results: list[RowResult], heading: str, spec: Benchmark) -> None:
     """Bars of the task's first metric per row (ours: mean ± std over seeds) beside the paper's."""
-    import matplotlib
+    import matplotlib  # optional heavy dependency: only when a chart is drawn
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # before pyplot: no display on cluster nodes
     import matplotlib.pyplot as plt
 
     label = spec.metrics[0].label

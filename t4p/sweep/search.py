@@ -72,11 +72,14 @@ def default_space() -> dict:
     }
 
 
+DOMAIN_FORMS = "KEY=log:LO:HI, uniform:LO:HI, int:LO:HI or choice:A,B"
+
+
 def parse_domain(item: str):
     """``KEY=log:LO:HI`` etc. -> (key, Tune domain); errors name the item and the expected form."""
     key, _, spec = item.partition("=")
     if key not in _leaf_types():
-        raise ValueError(f"--param {item!r}: unknown config key {key!r}")
+        raise ConfigError(f"--param {item!r}: unknown config key {key!r}")
     kind, _, rest = spec.partition(":")
     try:
         if kind == "choice":
@@ -94,9 +97,9 @@ def parse_domain(item: str):
             return key, tune.uniform(float(lo), float(hi))
         if kind == "int":
             return key, tune.randint(int(lo), int(hi) + 1)
-    except ValueError as err:
-        raise ValueError(f"--param {item!r}: {err}") from None
-    raise ValueError(f"--param {item!r}: expected KEY=log:LO:HI, uniform:LO:HI, int:LO:HI or choice:A,B")
+    except ValueError as err:  # a bound or choice that is not a number / value of the key
+        raise ConfigError(f"--param {item!r}: {err}; expected {DOMAIN_FORMS}") from None
+    raise ConfigError(f"--param {item!r}: expected {DOMAIN_FORMS}")
 
 
 def parse_start(item: str, space: dict) -> dict:
@@ -105,17 +108,17 @@ def parse_start(item: str, space: dict) -> dict:
     for pair in (p.strip() for p in item.split(",") if p.strip()):
         key, sep, value = pair.partition("=")
         if not sep:
-            raise ValueError(f"--start {item!r}: {pair!r} is not KEY=VALUE")
+            raise ConfigError(f"--start {item!r}: {pair!r} is not KEY=VALUE")
         if key not in space:
-            raise ValueError(f"--start {item!r}: {key!r} is not a searched key (searched: {', '.join(sorted(space))})")
+            raise ConfigError(f"--start {item!r}: {key!r} is not a searched key (searched: {', '.join(sorted(space))})")
         try:
             set_value(probe, key, value)
         except ValueError as err:
-            raise ValueError(f"--start {item!r}: {err}") from None
+            raise ConfigError(f"--start {item!r}: {err}") from None
         point[key] = eval_key(probe, key)
     missing = sorted(set(space) - set(point))
     if missing:
-        raise ValueError(f"--start {item!r}: give a value for every searched key; missing {', '.join(missing)}")
+        raise ConfigError(f"--start {item!r}: give a value for every searched key; missing {', '.join(missing)}")
     return point
 
 

@@ -65,7 +65,8 @@ def box_voxel_labels(batch) -> torch.Tensor:
     return labels
 
 
-def det_terms(core: nn.Module, batch, out, cfg: Config, gen: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+def det_terms(core: VoteNetDetector, batch, out, cfg: Config,
+              gen: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """VoteNet loss terms; plus the auxiliary loss on encoder points (Eq. 15-16) when ``loss.aux``."""
     terms = votenet_loss(out, batch.boxes, core.mean_sizes, cfg.det)
     if cfg.loss.aux:
@@ -75,7 +76,7 @@ def det_terms(core: nn.Module, batch, out, cfg: Config, gen: torch.Generator | N
 
 
 @torch.no_grad()
-def evaluate_det(core: nn.Module, loader, cfg: Config, device: torch.device, class_names) -> dict:
+def evaluate_det(core: VoteNetDetector, loader, cfg: Config, device: torch.device, class_names) -> dict:
     """mAP@0.25/0.5 and per-class AP over ``loader`` (nested: ``{"map50": x, "ap50": {class: ap}, ...}``)."""
     ev = DetEvaluator(list(class_names), oriented=cfg.det.oriented_boxes)
     was_training = core.training

@@ -61,7 +61,9 @@ def evaluate_insseg(core: nn.Module, loader, cfg: Config, device: torch.device, 
 class InsSegTask:
     name = "insseg"
     fine_tuning = True
-    metrics = (Metric("mAP@0.5", "map50"), Metric("mAP", "map"), Metric("mPrec", "mprec"), Metric("mRec", "mrec"))
+    metrics: tuple[Metric, ...] = (
+        Metric("mAP@0.5", "map50"), Metric("mAP", "map"), Metric("mPrec", "mprec"), Metric("mRec", "mrec")
+    )
 
     def needs_clip(self, cfg: Config) -> bool:
         return needs_text(cfg)

@@ -19,7 +19,7 @@ from t4p.sparse import coarse_index
 from t4p.tasks.base import Metric
 
 
-def pretrain_terms(core: nn.Module, batch, out, cfg: Config, gen: torch.Generator) -> dict[str, torch.Tensor]:
+def pretrain_terms(core: Text4PointPretrain, batch, out, cfg: Config, gen: torch.Generator) -> dict[str, torch.Tensor]:
     """L_e (encoder pairs lifted to the CLIP grid), L_d (full-resolution pairs), depth loss (App. C)."""
     lc = cfg.loss
     big_h, big_w = batch.images.shape[2:]

@@ -61,7 +61,7 @@ def evaluate_semseg(core: nn.Module, loader, cfg: Config, device: torch.device, 
 class SemSegTask:
     name = "semseg"
     fine_tuning = True
-    metrics = (Metric("mIoU", "miou"), Metric("mAcc", "macc"))
+    metrics: tuple[Metric, ...] = (Metric("mIoU", "miou"), Metric("mAcc", "macc"))
 
     def needs_clip(self, cfg: Config) -> bool:
         return needs_text(cfg)

@@ -26,6 +26,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -34,12 +35,12 @@ from tqdm import tqdm
 
 from t4p.config import Config, ConfigError, config_hash, from_json, to_json, training_differences, validate
 from t4p.data.classes import class_list
-from t4p.data.datasets import make_dataset, resolve_schedule
+from t4p.data.datasets import PointsDataset, PretrainDataset, make_dataset, resolve_schedule
 from t4p.io import write_json
 from t4p.models.clip import load_clip
 from t4p.models.text4point import frozen_tensor_ids, trainable_state_dict
 from t4p.tasks import Task, get_task
-from t4p.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from t4p.train.checkpoint import load_checkpoint, restore_model, rng_state, save_checkpoint, set_rng_state
 from t4p.train.context import RunContext, RunContextProtocol
 from t4p.train.optim import build_optimizer, build_scheduler
 
@@ -115,9 +116,7 @@ def transfer_pretrained(model: nn.Module, path: str, frozen_ids: set[int]) -> di
     Prints the loaded, skipped (absent here or another shape) and new parameters; raises if
     nothing matched. Returns ``{"init_config_hash", "loaded", "skipped", "new"}``.
     """
-    ckpt = load_checkpoint(path)
-    if "model" not in ckpt:
-        raise ValueError(f"finetune.init={path}: not a t4p checkpoint (no 'model' entry)")
+    ckpt = load_checkpoint(path, require=("model",))
     src, own = ckpt["model"], trainable_state_dict(model, frozen_ids)
     loaded = sorted(k for k, v in src.items() if k in own and own[k].shape == v.shape)
     skipped = sorted(set(src) - set(loaded))
@@ -203,10 +202,7 @@ def run(cfg: Config, ctx: RunContextProtocol | None = None) -> dict:
     if ctx.resume_dir:
         ckpt = load_checkpoint(ctx.resume_dir, map_location=device)
         check_resumable(ckpt, cfg, ctx.resume_dir)
-        missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
-        bad = [k for k in missing if model.state_dict()[k].data_ptr() not in frozen] + list(unexpected)
-        if bad:
-            raise ValueError(f"resume from {ctx.resume_dir}: checkpoint does not fit the model ({bad[:5]} ...)")
+        restore_model(model, ctx.resume_dir, ckpt["model"], frozen)
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
@@ -219,7 +215,8 @@ def run(cfg: Config, ctx: RunContextProtocol | None = None) -> dict:
     start_step = state.step
 
     class_names = list(class_list(cfg.data.classes).names)
-    train_ds = make_dataset(cfg, "train")
+    # make_dataset is annotated as returning a plain Dataset; it builds one of these two (sized, with a collate)
+    train_ds = cast("PretrainDataset | PointsDataset", make_dataset(cfg, "train"))
     sampler = StepBatchSampler(len(train_ds), cfg, ctx.rank, ctx.world_size, start_step)
     loader = ctx.prepare_loader(
         torch.utils.data.DataLoader(
@@ -228,7 +225,7 @@ def run(cfg: Config, ctx: RunContextProtocol | None = None) -> dict:
     )
     eval_loader = None
     if task.fine_tuning:
-        eval_ds = make_dataset(cfg, cfg.finetune.eval_split, augment=False)
+        eval_ds = cast("PretrainDataset | PointsDataset", make_dataset(cfg, cfg.finetune.eval_split, augment=False))
         eval_loader = torch.utils.data.DataLoader(
             eval_ds,
             batch_sampler=_shard_batches(len(eval_ds), micro_batch_size(cfg, ctx.world_size), ctx),

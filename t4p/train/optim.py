@@ -17,7 +17,8 @@ def decay_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     ``optim.wd_exclude_norm_bias``: norms, biases and TQM's alpha/beta (every parameter with <= 1
     dimension) get none; otherwise every parameter decays (the paper recipes).
     """
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue

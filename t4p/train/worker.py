@@ -42,7 +42,7 @@ class RayTrainContext:
         self.rank = context.get_world_rank()
         self.world_size = context.get_world_size()
         self.local_rank = context.get_local_rank()
-        self.device = ray.train.torch.get_device()
+        self.device: torch.device | None = ray.train.torch.get_device()  # RunContextProtocol's type
         self.resume_dir = _checkpoint_dir(ray.train.get_checkpoint())
         self._tracker = None
         self._run_id = None
@@ -72,6 +72,7 @@ class RayTrainContext:
         if self.rank == 0 and checkpoint_dir:
             checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir)
         if self._tracker is not None:
+            assert self._run_id is not None  # set together with the tracker
             self._tracker.log_metrics(self._run_id, metrics, step)
         ray.train.report(metrics, checkpoint=checkpoint)
         self._reports += 1
