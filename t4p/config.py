@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from t4p.errors import UserError
 
@@ -552,9 +553,36 @@ def check_ranges(cfg: Config) -> None:
                 raise ConfigError(f"config key {key!r}: expected {expected}, got {flat[key]}")
 
 
+def _uri_password(value: str) -> str | None:
+    try:
+        return urlsplit(value).password
+    except ValueError:  # not a URI (e.g. an unbalanced '[')
+        return None
+
+
+def check_uri_has_no_credentials(where: str, value: str) -> None:
+    """No ``user:password@host`` inside a URI: it would be logged with every run (MLflow params, the config
+    artifact, checkpoints), and a redacted URI saved there could never be replayed, so credentials come from
+    the environment instead. ``where`` names the setting; the message never repeats the secret."""
+    if "@" in value and _uri_password(value) is not None:
+        raise ConfigError(
+            f"{where}: the URI holds credentials (user:password@host), which would be logged with every run; "
+            "remove them and set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (a tracking server) or "
+            "use the storage SDK's own credentials (AWS_* variables, GOOGLE_APPLICATION_CREDENTIALS)"
+        )
+
+
+def check_no_credentials(cfg: Config) -> None:
+    """``check_uri_has_no_credentials`` for every string setting (``tracking.uri``, ``sweep.storage_path``, ...)."""
+    for key, value in to_flat_dict(cfg).items():
+        if isinstance(value, str):
+            check_uri_has_no_credentials(f"config key {key!r}", value)
+
+
 def validate(cfg: Config) -> Config:
     """Single-setting ranges (``check_ranges``) and cross-field checks; raises ``ConfigError`` naming the keys."""
     check_ranges(cfg)
+    check_no_credentials(cfg)
     m = cfg.model
     if m.prompt_learning and m.text_source == "random":
         raise ConfigError(

@@ -34,7 +34,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH, MAX_TAG_VAL_LENGTH
 
-from t4p.config import Config, to_flat_dict, to_json
+from t4p.config import Config, check_uri_has_no_credentials, to_flat_dict, to_json
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ def default_uri(cwd: str | os.PathLike | None = None) -> str:
 def resolve_uri(cfg: Config | None = None) -> str:
     """``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else the default sqlite store; always absolute."""
     uri = (cfg.tracking.uri if cfg is not None else "") or os.environ.get("MLFLOW_TRACKING_URI", "")
+    check_uri_has_no_credentials("the tracking URI (tracking.uri or $MLFLOW_TRACKING_URI)", uri)
     if not uri:
         return default_uri()
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):

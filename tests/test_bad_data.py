@@ -563,6 +563,38 @@ def test_dataset_refuses_a_stale_foreign_or_incomplete_cache(tmp_path, caplog):
     assert len(make_dataset(cfg, "train", prepare=False)) == 2
 
 
+def test_a_sweep_trial_refuses_a_cache_that_went_stale_and_leaves_it_alone(tmp_path):
+    """Trials of a sweep share one cache (the driver prepared it): one that finds it stale must not re-prepare it
+    under the other running trials, nor train on it."""
+    from t4p.data.datasets import StaleCacheError, make_dataset, prepare_settings, prepared_dir
+    from t4p.train.context import RunContext
+    from t4p.train.loop import run
+
+    root = _tiny_rooms(tmp_path / "s3dis", 2)
+    cfg = _semseg_cfg(tmp_path, root)
+    cfg.train.device, cfg.model.text_source, cfg.tracking.enabled = "cpu", "random", False
+    assert len(make_dataset(cfg, "train")) == 2  # what the driver's warm-up does
+    out = prepared_dir(cfg, "s3dis-raw", root, prepare_settings(cfg))
+    before = _identity(out)
+    (root / "Area_1" / "office_1" / "Annotations" / "chair_1.txt").write_text("0 0 0 1 1 1\n")
+
+    class TrialContext(RunContext):
+        shares_data_cache = True
+
+    with pytest.raises(StaleCacheError, match=r"Area_1/office_1.*changed"):
+        run(cfg, TrialContext(str(tmp_path / "runs")))
+    assert _identity(out) == before
+    assert not (tmp_path / "runs" / "checkpoint").exists()
+
+
+def test_a_sweep_trial_prepares_a_cache_nobody_prepared_yet(tmp_path):
+    from t4p.data.datasets import check_shared_cache, make_dataset
+
+    cfg = _semseg_cfg(tmp_path, _tiny_rooms(tmp_path / "s3dis", 2))
+    check_shared_cache(cfg)  # a trial whose data settings the driver did not warm (e.g. a searched voxel size)
+    assert len(make_dataset(cfg, "train", prepare=False)) == 2
+
+
 # --------------------------------------------------------------------------- warnings, error classes, workers
 
 

@@ -143,6 +143,10 @@ CASES: dict[str, Case] = {
         lambda b: ["--recipe", "smoke_semseg", "--rows", "T5-1,T5-99", "--dry-run",
                    "--stage-store", str(b.root / "stages"), "--storage-path", str(b.root / "ray")],
         lambda b: ["sweep.rows", "'T5-99'", "T5-1"], entry="ablation"),
+    "sweep-credentials-in-tracking-uri": Case(
+        lambda b: ["--recipe", "smoke_semseg", "--rows", "T5-1", "--dry-run", "--tracking-uri",
+                   "https://alice:pw1234@mlflow.example.org", "--storage-path", str(b.root / "ray")],
+        lambda b: ["'tracking.uri'", "credentials", "MLFLOW_TRACKING_USERNAME"], entry="ablation"),
     "sweep-unparsable-param": Case(
         lambda b: ["--recipe", "smoke_semseg", "--param", "optim.lr=log:abc:0.3", "--dry-run",
                    "--storage-path", str(b.root / "ray")],

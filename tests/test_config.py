@@ -103,6 +103,29 @@ def test_boundary_values_are_accepted():
     assert cfg.train.eval_every == 1 and cfg.data.val_fraction == 0.99
 
 
+@pytest.mark.parametrize(
+    "override",
+    [
+        "tracking.uri=https://alice:s3cret@mlflow.example.org",
+        "sweep.storage_path=s3://AKIAXXXX:s3cret@bucket/ray",
+        "tracking.uri=http://alice:@mlflow.example.org:5000",  # an empty password is still a credential
+    ],
+)
+def test_credentials_inside_uris_are_refused_without_echoing_them(override):
+    key = override.split("=", 1)[0]
+    with pytest.raises(ConfigError) as err:
+        apply_overrides(Config(), [override])
+    message = str(err.value)
+    assert key in message and "MLFLOW_TRACKING_USERNAME" in message and "MLFLOW_TRACKING_PASSWORD" in message
+    assert "s3cret" not in message and "alice" not in message and "AKIAXXXX" not in message
+
+
+def test_uris_without_credentials_are_accepted():
+    cfg = apply_overrides(Config(), ["tracking.uri=https://mlflow.example.org:5000", "sweep.storage_path=s3://b/ray",
+                                     "tracking.uri=sqlite:////tmp/x@y/mlflow.db"])
+    assert cfg.sweep.storage_path == "s3://b/ray"
+
+
 def test_config_error_is_a_user_error_and_a_value_error():
     from t4p.errors import UserError
 

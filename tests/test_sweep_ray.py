@@ -158,9 +158,13 @@ def test_ablation_task_runs_and_reports(tmp_path, task, paper):
 
 
 def test_sigterm_closes_every_run_and_resume_finishes_without_duplicates(tmp_path):
-    """SIGTERM to the driver's process group (what ``ray job stop`` sends) once a trial's run is RUNNING:
-    every run of the sweep ends KILLED or FINISHED, none RUNNING; ``--resume`` then finishes the sweep
-    reopening the same runs."""
+    """SIGTERM to the driver (``ray job stop`` sends it to the entrypoint's process group) once a trial's run
+    is RUNNING: every run of the sweep ends KILLED or FINISHED, none RUNNING; ``--resume`` then finishes the
+    sweep reopening the same runs.
+
+    Only the driver gets the signal: here it starts a local Ray whose raylet shares its process group, and
+    a signalled raylet makes Ray's core worker end the driver (exit 1) before any Python handler can run;
+    under ``ray job submit`` the raylet belongs to the cluster, not to the job's process group."""
     cmd = [sys.executable, str(REPO / "sweeps" / "ablation.py"), "--recipe", "smoke_semseg",
            "--pretrain-recipe", "smoke_pretrain", "--rows", "T5-1",
            "--seeds", "0", "--experiment", "term", "--workers-per-trial", "1", "--cpus-per-worker", "1",
@@ -180,7 +184,7 @@ def test_sigterm_closes_every_run_and_resume_finishes_without_duplicates(tmp_pat
             runs = mlflow_runs(uri, "term")
             running = [r for r in runs if r.data.tags.get("stage") == "finetune" and r.info.status == "RUNNING"]
         assert running, "no trial run became RUNNING:\n" + (tmp_path / "first.log").read_text()[-3000:]
-        os.killpg(proc.pid, signal.SIGTERM)
+        os.kill(proc.pid, signal.SIGTERM)
         rc = proc.wait(timeout=120)
     finally:
         _kill_group(proc)

@@ -72,3 +72,12 @@ def test_run_tags_say_whether_clip_is_real():
     assert tags["clip_weights_real"] == "false" and tags["synthetic_data"] == "true"
     assert tags["row"] == "T5-1" and tags["seed"] == "1" and tags["version.mlflow"] == mlflow.__version__
     assert run_tags(get_recipe("s3dis_semseg"), stage="x")["clip_weights_real"] == "true"
+
+
+def test_a_tracking_uri_with_credentials_in_the_environment_is_refused(monkeypatch):
+    from t4p.config import ConfigError
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://bob:hunter22@mlflow.example.org")
+    with pytest.raises(ConfigError) as err:
+        resolve_uri(Config())
+    assert "MLFLOW_TRACKING_URI" in str(err.value) and "hunter22" not in str(err.value)

@@ -23,7 +23,9 @@ from t4p.data.batch import DetBatch, PretrainBatch, SegBatch
 from t4p.data.formats import FORMATS, formats_for_task, get_format
 from t4p.data.pairs import load_pairs
 from t4p.data.prepare import (
+    NOT_PREPARED,
     PrepareSettings,
+    cache_lock,
     cache_problem,
     load_arrays,
     prepare,
@@ -297,22 +299,51 @@ def prepared_dir(cfg: Config, fmt: str, src: Path, settings: PrepareSettings) ->
     return base / f"{fmt}-{settings_hash(fmt, src, settings)}"
 
 
+def _cache_of(cfg: Config) -> tuple[str, Path, Path, PrepareSettings]:
+    """(format, source, cache folder, settings) of the config's data."""
+    fmt, src, synthetic = resolve_source(cfg)
+    settings = prepare_settings(cfg, synthetic)
+    return fmt, src, prepared_dir(cfg, fmt, src, settings), settings
+
+
+def _prepare(cfg: Config, fmt: str, src: Path, out: Path, settings: PrepareSettings, problem: str) -> dict:
+    log.info("preparing %s data from %s into %s (the cache is %s)", fmt, src, out, problem)
+    return prepare(fmt, src, out, settings, workers=max(1, cfg.data.loader_workers), progress=True)
+
+
 def open_cache(cfg: Config, prepare_missing: bool = True) -> tuple[str, Path, Path, dict]:
     """(format, source, cache folder, manifest) of a cache that can be trusted.
 
     A missing, incomplete, foreign or stale cache is prepared (only the stale units) when ``prepare_missing``,
     else it is a ``StaleCacheError`` saying why.
     """
-    fmt, src, synthetic = resolve_source(cfg)
-    settings = prepare_settings(cfg, synthetic)
-    out = prepared_dir(cfg, fmt, src, settings)
+    fmt, src, out, settings = _cache_of(cfg)
     problem = cache_problem(fmt, src, out, settings)
     if problem is None:
         return fmt, src, out, read_manifest(out)
     if not prepare_missing:
         raise stale_cache_error(fmt, src, out, problem)
-    log.info("preparing %s data from %s into %s (the cache is %s)", fmt, src, out, problem)
-    return fmt, src, out, prepare(fmt, src, out, settings, workers=max(1, cfg.data.loader_workers), progress=True)
+    return fmt, src, out, _prepare(cfg, fmt, src, out, settings, problem)
+
+
+def check_shared_cache(cfg: Config) -> None:
+    """The check of a sweep trial, which shares one cache with the other trials (the driver prepared it).
+
+    A cache nobody prepared yet (data settings the driver did not warm, e.g. a searched voxel size) is
+    prepared: concurrent trials take turns on the cache's lock and the later ones find the work done. A
+    stale, foreign or incomplete one is a ``StaleCacheError``: re-preparing it under running trials would
+    give trials of one sweep different data.
+    """
+    fmt, src, out, settings = _cache_of(cfg)
+    problem = cache_problem(fmt, src, out, settings)
+    if problem == NOT_PREPARED:
+        _prepare(cfg, fmt, src, out, settings, problem)
+        return
+    if problem is not None:
+        with cache_lock(out):  # another trial may be preparing it right now: wait for it, then look again
+            problem = cache_problem(fmt, src, out, settings)
+    if problem is not None:
+        raise stale_cache_error(fmt, src, out, problem)
 
 
 def make_dataset(cfg: Config, split: str, augment: bool = True, prepare: bool = True) -> Dataset:

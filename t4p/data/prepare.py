@@ -51,7 +51,8 @@ from t4p.data.formats import get_format
 from t4p.errors import UserError
 from t4p.io import clean_temporaries, write_json
 
-__all__ = ["PrepareSettings", "prepare", "read_manifest", "cache_problem", "BadDataError", "StaleCacheError"]
+__all__ = ["PrepareSettings", "prepare", "read_manifest", "cache_problem", "cache_lock", "NOT_PREPARED", "BadDataError",
+           "StaleCacheError"]
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +185,7 @@ def is_complete(out: str | Path) -> bool:
 
 
 @contextlib.contextmanager
-def _lock(out: Path):
+def cache_lock(out: Path):
     """One preparer per cache folder at a time (other processes wait, then find the work done)."""
     out.mkdir(parents=True, exist_ok=True)
     with open(out / ".lock", "w") as f:
@@ -315,7 +316,7 @@ def prepare(
     settings = settings or PrepareSettings()
     src, out = Path(src), Path(out)
     units = list_units(fmt, src, settings)
-    with _lock(out):
+    with cache_lock(out):
         clean_temporaries(out)
         manifest = _open_manifest(out, fmt, src, settings, force)
         fps = unit_fingerprints(fmt, src, units, settings)
@@ -339,12 +340,15 @@ def prepare(
 # --------------------------------------------------------------------------- readers of a cache
 
 
+NOT_PREPARED = "not prepared yet"  # cache_problem of a folder nobody prepared
+
+
 def cache_problem(fmt: str, src: str | Path, out: str | Path, settings: PrepareSettings) -> str | None:
     """Why the cache at ``out`` cannot be trusted for ``src`` under ``settings`` (None: it can)."""
     src = Path(src)
     m = read_manifest(out)
     if not m:
-        return "not prepared yet"
+        return NOT_PREPARED
     if m.get("config_hash") != settings_hash(fmt, src, settings):
         return "prepared with other settings (another config, source folder or t4p cache version)"
     if not m.get("complete"):

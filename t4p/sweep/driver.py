@@ -33,8 +33,7 @@ import ray.tune
 from ray import tune
 
 from t4p.config import Config, from_flat_dict, to_flat_dict
-from t4p.data.datasets import resolve_schedule
-from t4p.data.synthetic import ensure_synthetic
+from t4p.data.datasets import open_cache, resolve_schedule
 from t4p.io import write_json
 from t4p.sweep.plan import Plan, check_rows, describe, plan_ablation
 from t4p.sweep.report import write_report
@@ -107,10 +106,13 @@ def share_data_caches(cfg: Config, storage_path: str) -> Config:
 
 
 def warm_data(*cfgs: Config) -> None:
-    """Generate synthetic scenes once in the driver, so concurrent trials do not all generate them."""
+    """Prepare each config's data cache once in the driver (synthetic scenes generated, units whose sources
+    changed since an earlier sweep re-prepared): the trials share it and only check it (a trial refuses a
+    cache that goes stale while the sweep runs, see ``check_shared_cache``). A config without data on disk
+    (an empty ``data.root``) is left to fail where its data is read."""
     for cfg in cfgs:
-        if cfg.data.dataset == "synthetic":
-            ensure_synthetic(cfg)
+        if cfg.data.dataset == "synthetic" or cfg.data.root:
+            open_cache(cfg)
 
 
 def _state_file(cfg: Config) -> Path:

@@ -180,8 +180,9 @@ def run_search(cfg: Config, space: dict | None = None, *, metric: str = DEFAULT_
         cfg.sweep.resume = True
     else:
         sweep_id = new_sweep_id()
-        if not cfg.sweep.dry_run:
-            warm_data(cfg)
+    if not cfg.sweep.dry_run:
+        warm_data(cfg)  # on --resume too, as the ablation driver does
+    if not resume:
         cfg = resolve_schedule(search_trial_config(cfg), prepare=not cfg.sweep.dry_run)
     plan = (f"search {sweep_id}: {cfg.sweep.trials} trials, <= {cfg.sweep.max_concurrent} at once, metric {metric} "
             f"({mode}) on the val split, ASHA on 'step' (max {steps_text(cfg)}), space: "

@@ -25,6 +25,7 @@ class RunContextProtocol(Protocol):
     world_size: int
     device: torch.device | None  # None: the loop picks from train.device
     resume_dir: str | None  # a checkpoint directory to continue from
+    shares_data_cache: bool  # a sweep trial: a stale cache is an error, never re-prepared (check_shared_cache)
 
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module: ...
 
@@ -43,6 +44,7 @@ class RunContext:
     rank = 0
     world_size = 1
     device: torch.device | None = None
+    shares_data_cache = False  # one run owns its cache: a stale one is re-prepared
 
     def __init__(self, out_dir: str | Path, resume: bool = True, resume_dir: str | None = None) -> None:
         self.out_dir = Path(out_dir)

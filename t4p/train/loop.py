@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from t4p.config import Config, ConfigError, config_hash, from_json, to_json, training_differences, validate
 from t4p.data.classes import class_list
-from t4p.data.datasets import PointsDataset, PretrainDataset, make_dataset, resolve_schedule
+from t4p.data.datasets import PointsDataset, PretrainDataset, check_shared_cache, make_dataset, resolve_schedule
 from t4p.io import write_json
 from t4p.models.clip import load_clip
 from t4p.models.text4point import frozen_tensor_ids, trainable_state_dict
@@ -177,9 +177,12 @@ def pick_device(cfg: Config, ctx) -> torch.device:
 
 def run(cfg: Config, ctx: RunContextProtocol | None = None) -> dict:
     """Train ``cfg.train.task`` to ``train.max_steps``; return (and write) the final metrics."""
-    cfg = resolve_schedule(validate(cfg))  # train.epochs -> train.max_steps on the training split (if not yet)
-    out_dir = Path(cfg.train.out_dir)
+    cfg = validate(cfg)
     ctx = ctx if ctx is not None else RunContext.for_config(cfg)
+    if ctx.shares_data_cache:
+        check_shared_cache(cfg)  # before anything reads it (the schedule, a detector's mean box sizes)
+    cfg = resolve_schedule(cfg)  # train.epochs -> train.max_steps on the training split (if not yet)
+    out_dir = Path(cfg.train.out_dir)
     if cfg.train.num_threads > 0:
         torch.set_num_threads(cfg.train.num_threads)
     seed_everything(cfg.train.seed)

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 class RayTrainContext:
     """``t4p.train`` RunContext backed by ``ray.train`` (see docs/interfaces.md)."""
 
+    shares_data_cache = True  # the driver prepared the sweep's one cache; trials only check it
+
     def __init__(self, cfg: Config, tracking: dict | None = None):
         context = ray.train.get_context()
         self.cfg = cfg
