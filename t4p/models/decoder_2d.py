@@ -7,6 +7,13 @@ size, a 3x3 conv block, the 1x1 output convolutions, then bilinear to the full (
 1x1 convolutions run before the last upsampling: both are linear per channel, so this equals
 convolving at full resolution and costs 16x less.
 
+Upsampling is stride-true, like every pairing of pixels with CLIP cells in training
+(``t4p.losses.pixel_cell_index``): cell (i, j) covers pixels [stride i, stride (i + 1)), so the grid is
+upsampled onto the ``(h * stride, w * stride)`` pixels it covers (cell centres land on pixel
+``stride i + stride / 2``) and the bottom/right remainder that the encoder's flooring pools drop (rows
+224..239 of a 240-row image on a 7-row grid) repeats the last cell's edge. Stretching the grid over the
+whole image instead would shift the bottom cells by up to half a cell at 240x320.
+
 ``depth_loss(pred, target, kind)``: Eigen et al.'s scale-invariant log loss (lambda 0.85, per
 image, no square root) or L1 in metres; both only where the target depth is valid (> 0).
 """
@@ -30,9 +37,10 @@ class Decoder2D(nn.Module):
     """(B, d, h, w) -> (z2d (B, C, H, W), depth (B, 1, H, W) metres, positive)."""
 
     def __init__(self, in_dim: int, out_channels: int, out_size: tuple[int, int] | None = None,
-                 mid_channels: int = 128) -> None:
+                 mid_channels: int = 128, stride: int = 32) -> None:
         super().__init__()
         self.out_size = out_size
+        self.stride = stride  # of the image encoder: pixels per cell side
         self.proj = _conv_bn_relu(in_dim, mid_channels, 1)
         self.refine = _conv_bn_relu(mid_channels, mid_channels, 3)
         self.feat_out = nn.Conv2d(mid_channels, out_channels, 1)
@@ -41,16 +49,28 @@ class Decoder2D(nn.Module):
 
     def forward(self, x: torch.Tensor, out_size: tuple[int, int] | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        size = out_size or self.out_size or (x.shape[2] * 32, x.shape[3] * 32)
-        quarter = (max(1, size[0] // 4), max(1, size[1] // 4))
+        h, w = x.shape[2], x.shape[3]
+        covered = (h * self.stride, w * self.stride)  # the pixels the grid's cells cover
+        size = out_size or self.out_size or covered
+        pad_h, pad_w = size[0] - covered[0], size[1] - covered[1]
+        if pad_h < 0 or pad_w < 0:
+            raise ValueError(f"Decoder2D: a {h}x{w} grid at stride {self.stride} covers {covered[0]}x{covered[1]} "
+                             f"pixels, more than the {size[0]}x{size[1]} output asked for")
+        quarter = (max(1, covered[0] // 4), max(1, covered[1] // 4))
         y = self.proj(x.float())  # (B, mid, h, w)
-        y = F.interpolate(y, size=quarter, mode="bilinear", align_corners=False)  # (B, mid, H/4, W/4)
+        y = F.interpolate(y, size=quarter, mode="bilinear", align_corners=False)  # (B, mid, h*s/4, w*s/4)
         y = self.refine(y)
-        z = self.feat_out(y)  # (B, C, H/4, W/4)
-        depth = F.softplus(self.depth_head(y))  # (B, 1, H/4, W/4), > 0
-        z2d = F.interpolate(z, size=size, mode="bilinear", align_corners=False)  # (B, C, H, W)
-        depth = F.interpolate(depth, size=size, mode="bilinear", align_corners=False)  # (B, 1, H, W)
-        return z2d, depth
+        z = self.feat_out(y)  # (B, C, h*s/4, w*s/4)
+        depth = F.softplus(self.depth_head(y))  # (B, 1, h*s/4, w*s/4), > 0
+        return self._to_pixels(z, covered, pad_h, pad_w), self._to_pixels(depth, covered, pad_h, pad_w)
+
+    @staticmethod
+    def _to_pixels(y: torch.Tensor, covered: tuple[int, int], pad_h: int, pad_w: int) -> torch.Tensor:
+        """(B, C, h', w') -> (B, C, H, W): bilinear onto the covered pixels, then the remainder repeats the edge."""
+        y = F.interpolate(y, size=covered, mode="bilinear", align_corners=False)  # (B, C, h*s, w*s)
+        if pad_h or pad_w:
+            y = F.pad(y, (0, pad_w, 0, pad_h), mode="replicate")  # (B, C, H, W)
+        return y
 
 
 def depth_loss(pred: torch.Tensor, target: torch.Tensor, kind: Literal["silog", "l1"] = "silog",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from t4p.config import Config, ModelConfig
+from t4p.config import Config, ModelConfig, task_traits
 from t4p.models.clip import DenseImageEncoder, clip_cache_root
 from t4p.models.decoder_2d import Decoder2D
 from t4p.models.feature_cache import FeatureCache
@@ -67,7 +67,7 @@ class Text4Point3D(nn.Module):
 
 def needs_text(cfg: Config) -> bool:
     """The text path exists when the TQM queries it or the auxiliary loss scores against it."""
-    return cfg.model.tqm or (cfg.train.task != "pretrain" and cfg.loss.aux)
+    return cfg.model.tqm or (task_traits(cfg).fine_tuning and cfg.loss.aux)
 
 
 def make_sparse_input(backend, coords: torch.Tensor, feats: torch.Tensor):
@@ -96,7 +96,7 @@ class Text4PointPretrain(nn.Module):
         self.feature_cache = None
         if m.clip.feature_cache:  # the frozen encoder is deterministic: encode each frame once
             self.feature_cache = FeatureCache(clip_cache_root(m.clip), self.image_encoder.cache_id)
-        self.decoder_2d = Decoder2D(d, m.decoder_2d_channels)
+        self.decoder_2d = Decoder2D(d, m.decoder_2d_channels, stride=self.image_encoder.stride)
         self.text = make_text_path(m, bundle, class_names) if needs_text(cfg) else None
         self.backbone = Text4Point3D(m, d, expand=True)
         c3d = m.dec_planes[-1]
