@@ -29,6 +29,30 @@ TextSource = Literal["clip", "random"]
 Task = Literal["pretrain", "semseg", "insseg", "det"]
 
 
+@dataclass(frozen=True)
+class TaskTraits:
+    """What the layers below ``t4p.tasks`` (data, models, commands) know of a task, read here instead of
+    testing its name; the task objects themselves (model, loss terms, evaluation) live in ``t4p.tasks``."""
+
+    # False: self-supervised pre-training on RGB-D pairs (every official training scan trains, the
+    # validation scans only monitor, no validation hold-out); True: starts from finetune.init, labelled points
+    fine_tuning: bool
+    boxes: bool  # samples carry boxes: subsampled to data.num_points, axis-aligned unless det.oriented_boxes
+    config_classes: bool  # prepared labels follow data.classes (segmentation); else a fixed list
+
+
+TASK_TRAITS: dict[str, TaskTraits] = {
+    "pretrain": TaskTraits(fine_tuning=False, boxes=False, config_classes=False),
+    "semseg": TaskTraits(fine_tuning=True, boxes=False, config_classes=True),
+    "insseg": TaskTraits(fine_tuning=True, boxes=False, config_classes=True),
+    "det": TaskTraits(fine_tuning=True, boxes=True, config_classes=False),
+}
+
+
+def task_traits(cfg: Config) -> TaskTraits:
+    return TASK_TRAITS[cfg.train.task]
+
+
 class ConfigError(UserError, ValueError):
     """A setting is unknown, has the wrong type, is out of range, or contradicts another setting."""
 
@@ -601,7 +625,7 @@ def validate(cfg: Config) -> Config:
             f"data.test_area={cfg.data.test_area} also appears in data.train_areas/data.val_areas: "
             "the test area must stay held out"
         )
-    if cfg.finetune.eval_split == "val" and cfg.train.task != "pretrain":
+    if cfg.finetune.eval_split == "val" and task_traits(cfg).fine_tuning:
         check_validation_split(cfg)
     return cfg
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from t4p.config import Config, ConfigError
+from t4p.config import Config, ConfigError, task_traits
 from t4p.data.datasets import PointsDataset
 from t4p.models.text4point import frozen_tensor_ids
 from t4p.tasks import get_task
@@ -91,7 +91,7 @@ def predict_scene(model, cfg, xyz: np.ndarray, rgb: np.ndarray) -> dict[str, np.
     unaugmented and with all its points, as evaluation sees a scene.
     """
     ds = PointsDataset(
-        [], cfg.data.voxel_size, None, 0, with_boxes=cfg.train.task == "det", use_color=cfg.data.use_color
+        [], cfg.data.voxel_size, None, 0, with_boxes=task_traits(cfg).boxes, use_color=cfg.data.use_color
     )
     n = len(xyz)
     arrays = {

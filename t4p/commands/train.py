@@ -17,7 +17,7 @@ import json
 import logging
 from pathlib import Path
 
-from t4p.config import ConfigError, from_json
+from t4p.config import TASK_TRAITS, ConfigError, from_json
 from t4p.io import write_json
 from t4p.recipes import RECIPES, get_recipe
 
@@ -90,7 +90,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    return _train(args, ("semseg", "insseg", "det"))
+    return _train(args, tuple(name for name, traits in TASK_TRAITS.items() if traits.fine_tuning))
 
 
 def _evaluate(args: argparse.Namespace) -> int:

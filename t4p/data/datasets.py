@@ -16,7 +16,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from t4p.config import Config, ConfigError, check_validation_split, epochs_resolved, with_epoch_size
+from t4p.config import (
+    Config,
+    ConfigError,
+    check_validation_split,
+    epochs_resolved,
+    task_traits,
+    with_epoch_size,
+)
 from t4p.data import s3dis
 from t4p.data.augment import AugmentSpec, augment_points, color_to_feats
 from t4p.data.batch import DetBatch, PretrainBatch, SegBatch
@@ -222,7 +229,8 @@ def select_units(cfg: Config, fmt: str, src: Path, units: list[str], manifest: d
     """The units of ``split`` (train | val | test) for the format's split convention."""
     d = cfg.data
     rule = get_format(fmt).split
-    if split == "val" and cfg.train.task != "pretrain":
+    pretraining = not task_traits(cfg).fine_tuning
+    if split == "val" and not pretraining:
         check_validation_split(cfg)  # a fraction of 0 would validate on training data
     if rule.by_area:
         rooms = [(manifest["units"][u]["area"], Path(u)) for u in units]
@@ -233,7 +241,7 @@ def select_units(cfg: Config, fmt: str, src: Path, units: list[str], manifest: d
         return [u for u in units if _norm(u) in wanted]
     train_file = _find_split_file(src, (rule.train_file,))
     if train_file is None:
-        if cfg.train.task == "pretrain":  # self-supervised: every scan trains; val/test only monitor
+        if pretraining:  # self-supervised: every scan trains; val/test only monitor
             log.warning("%s: no %s; pre-training on every scan", src, rule.train_file)
             return units if split == "train" else _holdout(units, "val", d.val_fraction)
         if d.val_fraction <= 0:
@@ -243,13 +251,13 @@ def select_units(cfg: Config, fmt: str, src: Path, units: list[str], manifest: d
             )
         log.warning("%s: no split file (%s); val = test = a hold-out of the scenes", src, rule.train_file)
         return _holdout(units, "val" if split in ("val", "test") else "train", d.val_fraction)
-    if split == "test" or (cfg.train.task == "pretrain" and split == "val"):  # pre-training monitors on val scans
+    if split == "test" or (pretraining and split == "val"):  # pre-training monitors on val scans
         test_file = _find_split_file(src, (rule.test_file,))
         wanted = _read_list(test_file) if test_file else set()
         return [u for u in units if _norm(u) in wanted]
     wanted = _read_list(train_file)
     train = [u for u in units if _norm(u) in wanted]
-    if cfg.train.task == "pretrain":
+    if pretraining:
         return train  # official train scenes only (the detection benchmark evaluates on val)
     return _holdout(train, split, d.val_fraction)
 
@@ -266,7 +274,7 @@ def prepare_settings(cfg: Config, synthetic: bool = False) -> PrepareSettings:
         voxel_size=d.voxel_size,
         corr_depth_tol=d.corr_depth_tol,
         label_version=d.label_version,
-        classes=d.classes if cfg.train.task in ("semseg", "insseg") else "s3dis13",
+        classes=d.classes if task_traits(cfg).config_classes else "s3dis13",
         on_bad=d.on_bad,
     )
 
@@ -362,13 +370,13 @@ def make_dataset(cfg: Config, split: str, augment: bool = True, prepare: bool = 
             f"{src}: split {split!r} has no scenes/rooms (check data.scenes / areas / split files)"
         )
     files = [out / f for u in units for f in manifest["units"][u]["files"]]
-    task = cfg.train.task
-    if task == "pretrain":
+    traits = task_traits(cfg)
+    if not traits.fine_tuning:
         return PretrainDataset(files)
     d = cfg.data
     aug = augment_spec(cfg) if split == "train" and d.augment and augment else None
     return PointsDataset(
-        files, d.voxel_size, aug, d.num_points if task == "det" else 0, with_boxes=task == "det", use_color=d.use_color
+        files, d.voxel_size, aug, d.num_points if traits.boxes else 0, with_boxes=traits.boxes, use_color=d.use_color
     )
 
 
@@ -378,7 +386,7 @@ def augment_spec(cfg: Config) -> AugmentSpec:
     return AugmentSpec(
         flip=d.aug_flip, rotate_z=d.aug_rotate_z, scale_min=d.aug_scale_min, scale_max=d.aug_scale_max,
         color_jitter=d.aug_color_jitter, rotate_max=d.aug_rotate_max, flip_y=d.aug_flip_y,
-        axis_aligned_boxes=cfg.train.task == "det" and not cfg.det.oriented_boxes,
+        axis_aligned_boxes=task_traits(cfg).boxes and not cfg.det.oriented_boxes,
     )
 
 

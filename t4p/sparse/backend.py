@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:  # torch only once a backend is made: importing this module stays light
+    import torch
+    from torch import nn
+
+    from t4p.sparse.tensor import SparseTensor
 
 log = logging.getLogger(__name__)
 
@@ -15,10 +23,45 @@ def minkowski_available() -> bool:
     return importlib.util.find_spec("MinkowskiEngine") is not None
 
 
-def make_backend(name: str = "auto"):
-    """`auto` (ME where importable, else torch) | `minkowski` | `torch` -> a backend object with
-    `tensor(coords, feats)`, `cat(a, b)`, `with_feats(x, f)` and the module classes `Conv`,
-    `ConvTranspose`, `BatchNorm`, `ReLU` (same parameter names and shapes on every backend)."""
+class SparseBackend(Protocol):
+    """The seam between the models and a sparse-convolution library (`torch_backend.TorchBackend`,
+    `minkowski_backend.MinkowskiBackend`): tensors and the module classes, with the same parameter
+    names and shapes on every backend, so state dicts move between them."""
+
+    name: str
+
+    @property
+    def Conv(self) -> Callable[..., nn.Module]:  # (in, out, kernel_size, stride=1, bias=False)
+        ...
+
+    @property
+    def ConvTranspose(self) -> Callable[..., nn.Module]:  # (in, out, kernel_size, stride, bias=False)
+        ...
+
+    @property
+    def BatchNorm(self) -> Callable[..., nn.Module]:  # (channels, eps=1e-5, momentum=0.1)
+        ...
+
+    @property
+    def ReLU(self) -> Callable[..., nn.Module]:
+        ...
+
+    def tensor(self, coords: torch.Tensor, feats: torch.Tensor,
+               device: torch.device | str | None = None) -> SparseTensor:
+        """Input tensor at stride 1 from (N, 4) integer coordinates and (N, C) features, rows kept in order."""
+        ...
+
+    def with_feats(self, x: SparseTensor, feats: torch.Tensor) -> SparseTensor:
+        """`x`'s coordinates with other (N, C') features."""
+        ...
+
+    def cat(self, a: SparseTensor, b: SparseTensor) -> SparseTensor:
+        """Channel concatenation of two tensors on the same coordinates."""
+        ...
+
+
+def make_backend(name: str = "auto") -> SparseBackend:
+    """`auto` (ME where importable, else torch) | `minkowski` | `torch` -> the backend object."""
     if name not in BACKEND_NAMES:
         raise ValueError(f"model.sparse_backend: expected one of {BACKEND_NAMES}, got {name!r}")
     if name == "auto":

@@ -11,7 +11,7 @@ import torch
 
 from t4p.sparse.tensor import ReLU, SparseTensor, check_coords_feats
 
-BACKEND = None  # the module-level MinkowskiBackend instance (set below)
+BACKEND: MinkowskiBackend  # the module-level instance, assigned below (wrap runs only after import)
 
 
 def wrap(t: ME.SparseTensor) -> SparseTensor:

@@ -30,7 +30,7 @@ class Metric:
 
 class Task(Protocol):
     name: str  # the train.task value
-    fine_tuning: bool  # starts from finetune.init (when set) and evaluates on finetune.eval_split
+    fine_tuning: bool  # TASK_TRAITS[name].fine_tuning: starts from finetune.init, evaluates on finetune.eval_split
     metrics: tuple[Metric, ...]  # headline metrics; the first is what a search optimises
 
     def needs_clip(self, cfg: Config) -> bool:

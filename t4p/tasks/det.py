@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from t4p.config import Config
+from t4p.config import TASK_TRAITS, Config
 from t4p.data.datasets import make_dataset
 from t4p.data.prepare import load_arrays
 from t4p.models.box_ops import points_in_boxes
@@ -97,7 +97,7 @@ def evaluate_det(core: VoteNetDetector, loader, cfg: Config, device: torch.devic
 
 class DetTask:
     name = "det"
-    fine_tuning = True
+    fine_tuning = TASK_TRAITS["det"].fine_tuning
     metrics: tuple[Metric, ...] = (Metric("mAP@0.5", "map50"), Metric("mAP@0.25", "map25"))
 
     def needs_clip(self, cfg: Config) -> bool:

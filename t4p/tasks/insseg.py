@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from t4p.config import Config
+from t4p.config import TASK_TRAITS, Config
 from t4p.models.instance import Text4PointInsSeg, offset_loss, predict_scene_instances
 from t4p.models.text4point import needs_text
 from t4p.tasks.base import Metric, distributed, flat_scores
@@ -60,7 +60,7 @@ def evaluate_insseg(core: nn.Module, loader, cfg: Config, device: torch.device, 
 
 class InsSegTask:
     name = "insseg"
-    fine_tuning = True
+    fine_tuning = TASK_TRAITS["insseg"].fine_tuning
     metrics: tuple[Metric, ...] = (
         Metric("mAP@0.5", "map50"), Metric("mAP", "map"), Metric("mPrec", "mprec"), Metric("mRec", "mrec")
     )

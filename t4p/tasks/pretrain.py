@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from t4p.config import Config, ConfigError
+from t4p.config import TASK_TRAITS, Config, ConfigError
 from t4p.losses import framewise_infonce, lift_pairs, sample_pairs
 from t4p.models.decoder_2d import depth_loss
 from t4p.models.text4point import Text4PointPretrain
@@ -47,7 +47,7 @@ def pretrain_terms(core: Text4PointPretrain, batch, out, cfg: Config, gen: torch
 
 class PretrainTask:
     name = "pretrain"
-    fine_tuning = False
+    fine_tuning = TASK_TRAITS["pretrain"].fine_tuning
     metrics: tuple[Metric, ...] = ()
 
     def needs_clip(self, cfg: Config) -> bool:

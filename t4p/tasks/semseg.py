@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from t4p.config import Config
+from t4p.config import TASK_TRAITS, Config
 from t4p.losses import aux_loss, aux_pseudo_labels
 from t4p.models.text4point import Text4PointSeg, needs_text
 from t4p.tasks.base import Metric, distributed, flat_scores
@@ -60,7 +60,7 @@ def evaluate_semseg(core: nn.Module, loader, cfg: Config, device: torch.device, 
 
 class SemSegTask:
     name = "semseg"
-    fine_tuning = True
+    fine_tuning = TASK_TRAITS["semseg"].fine_tuning
     metrics: tuple[Metric, ...] = (Metric("mIoU", "miou"), Metric("mAcc", "macc"))
 
     def needs_clip(self, cfg: Config) -> bool:
