@@ -21,7 +21,9 @@ from collections import defaultdict
 
 import torch
 
+from t4p.config import task_traits
 from t4p.recipes import get_recipe
+from t4p.tasks import get_task
 from t4p.train import loop
 from t4p.train.optim import build_optimizer
 
@@ -60,7 +62,7 @@ def _forward_3d(core, batch, text, timer, t):
 def _step(cfg, core, batch, timer, t, step):
     from t4p.models.text4point import PretrainOutput, SegOutput
 
-    if cfg.train.task == "pretrain":
+    if not task_traits(cfg).fine_tuning:  # pre-training: 2D (frozen CLIP + g2D) and 3D
         with torch.no_grad():
             h2d = core.encode_images(batch).float()
         z2d, depth = core.decoder_2d(h2d, out_size=tuple(batch.images.shape[2:]))
@@ -76,7 +78,7 @@ def _step(cfg, core, batch, timer, t, step):
         out3d, t = _forward_3d(core, batch, text, timer, t)
         out = SegOutput(logits=core.head(out3d.z3d), out3d=out3d, text=text)
         t = timer.add("3d", t)
-    terms = loop.TERMS[cfg.train.task](core, batch, out, cfg, loop.pair_generator(cfg, step, 0, 0))
+    terms = get_task(cfg.train.task).loss_terms(core, batch, out, cfg, loop.pair_generator(cfg, step, 0, 0))
     t = timer.add("loss", t)
     return sum(terms.values()), t
 

@@ -52,6 +52,12 @@ def write_json(path: str | os.PathLike, obj, indent: int = 1, **dumps_kwargs) ->
     write_text(path, json.dumps(obj, indent=indent, sort_keys=True, **dumps_kwargs))
 
 
+def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    """One array as ``.npy``, written atomically (the temporary name keeps the suffix: np.save adds none)."""
+    with atomic_path(path, suffix=".npy") as tmp:
+        np.save(tmp, array)
+
+
 def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
     """A compressed ``.npz`` (readable by ``np.load``) written atomically.
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 # Table 1: S3DIS Area 5 semantic segmentation (SR-UNet-family rows; * = SR-UNet backbone).
-TABLE1 = {
+TABLE1: dict = {
     "classes": ("ceiling", "floor", "wall", "beam", "column", "window", "door", "chair", "table", "bookcase",
                 "sofa", "board", "clutter"),
     "rows": {  # mIoU, mAcc, then the IoU of each class in ``classes`` order
@@ -26,6 +26,30 @@ TABLE2: dict[str, dict[str, float]] = {
     "Text4Point": {"map": 47.3, "map50": 62.7, "mprec": 63.9, "mrec": 68.2},
     "SR-UNet": {"map50": 59.3},
 }
+
+# Table 1 in the layout of Tables 7/8 (each class, then the mean): the per-class IoU section of the semseg report.
+TABLE1_PER_CLASS = {
+    "classes": TABLE1["classes"],
+    "mean": "mIoU",
+    "rows": {method: (*row[2:], row[0]) for method, row in TABLE1["rows"].items()},
+}
+
+# The ablation row (t4p.sweep.rows) each method of Tables 2, 7 and 8 is: the full model and the SR-UNet baseline.
+ROW_OF_METHOD = {"Text4Point": "T5-5", "SR-UNet": "T5-1", "VoteNet+Text4Point*": "T5-5", "VoteNet* (SR-UNet)": "T5-1"}
+_TABLE2_LABELS = {"map50": "mAP@0.5", "map": "mAP", "mprec": "mPrec", "mrec": "mRec"}  # report column order
+
+
+def table2_by_row() -> dict[str, dict[str, float]]:
+    """Table 2 by ablation row: row id -> report label (mAP@0.5, mAP, mPrec, mRec) -> the paper's number."""
+    return {ROW_OF_METHOD[method]: {label: numbers[key] for key, label in _TABLE2_LABELS.items() if key in numbers}
+            for method, numbers in TABLE2.items()}
+
+
+def detection_by_row(table: dict) -> dict[str, dict[str, float]]:
+    """Table 7 or 8 by ablation row: row id -> {"mAP@0.5": the table's last column}."""
+    return {ROW_OF_METHOD[method]: {"mAP@0.5": values[-1]} for method, values in table["rows"].items()
+            if method in ROW_OF_METHOD}
+
 
 # Tables 5 and 6 and Appendix C: the ablation grid on S3DIS, by row id (t4p.sweep.rows). C reports the
 # mIoU drop only (-0.7 from the full model), so it has no mAcc.
@@ -79,7 +103,8 @@ def per_class_table(table: dict, ours: dict[str, tuple[dict[str, float], float]]
     ``ours`` maps a row label to (class -> value in percent, mean); missing classes and NaN print ``-``.
     """
     names = table["classes"]
-    lines = ["| Method | " + " | ".join(SHORT_NAMES.get(n, n) for n in names) + " | mAP |",
+    mean = table.get("mean", "mAP")  # the last column's heading
+    lines = ["| Method | " + " | ".join(SHORT_NAMES.get(n, n) for n in names) + f" | {mean} |",
              "|" + "---|" * (len(names) + 2)]
     for method, values in table["rows"].items():
         lines.append(f"| {method} (paper) | " + " | ".join(f"{v:.1f}" for v in values) + " |")

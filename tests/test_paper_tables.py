@@ -29,7 +29,8 @@ def test_table1_rows_average_to_their_miou_and_use_the_s3dis_classes():
 def test_tables_2_5_6_and_appendix_c():
     assert paper.TABLE2["Text4Point"] == {"map": 47.3, "map50": 62.7, "mprec": 63.9, "mrec": 68.2}
     assert paper.TABLE2["SR-UNet"]["map50"] == 59.3
-    assert set(paper.ABLATION) == set(ABLATION_ROWS)  # every row has its numbers, by row id
+    # the paper's numbers, by row id; a row of our own has none (the report shows n/a)
+    assert set(paper.ABLATION) == {"T5-1", "T5-2", "T5-3", "T5-4", "T5-5", "T6", "C"} <= set(ABLATION_ROWS)
     assert paper.ABLATION["T5-1"] == {"mIoU": 66.7, "mAcc": 74.4} and paper.ABLATION["T5-5"] == {"mIoU": 70.4,
                                                                                                   "mAcc": 77.3}
     assert paper.ABLATION["C"]["mIoU"] == pytest.approx(69.7) and "mAcc" not in paper.ABLATION["C"]

@@ -102,3 +102,20 @@ def test_det_runs_logged_under_the_old_metric_names_still_report(tmp_path):
     write_report(tracker, parent, tmp_path / "rep", "det-sunrgbd")
     rows = {r["row"]: r for r in csv.DictReader((tmp_path / "rep" / "report.csv").open())}
     assert rows["T5-1"]["mAP@0.5 (ours)"] == "30.0 ± 14.1" and rows["T5-1"]["mAP@0.25 (ours)"] == "60.0 ± 14.1"
+
+
+def test_semseg_report_has_table1_per_class_iou(tmp_path):
+    """The semseg report compares per-class IoU with Table 1 (the paper's SR-UNet and Text4Point* rows)."""
+    tracker = Tracker(default_uri(tmp_path), "semseg-per-class")
+    seg = lambda miou, chair: {"final/test_miou": miou, "final/test_macc": 0.5, "final/test_iou/chair": chair}
+    parent = _sweep_with(tracker, {"T5-1": [seg(0.40, 0.20), seg(0.44, 0.30)]})
+    text = write_report(tracker, parent, tmp_path / "rep", "semseg").read_text()
+    lines = text.splitlines()
+    assert "## Per-class IoU (layout of the paper's table; ours: mean over seeds)" in lines
+    header = next(line for line in lines if line.startswith("| Method | ceiling |"))
+    assert header.endswith("| clutter | mIoU |")
+    # Table 1, Text4Point*: ceiling 95.6 ... clutter 63.8, mIoU 72.2 last
+    assert "| Text4Point* (paper) | 95.6 | 98.6 | 87.7 | 0.0 | 36.4 | 61.4 | 80.0 | 91.0 |" in text
+    assert next(line for line in lines if line.startswith("| Text4Point* (paper)")).endswith("| 63.8 | 72.2 |")
+    # chair is the 8th of the 13 S3DIS classes: (20 + 30) / 2 = 25.0; mIoU mean 42.0
+    assert "| T5-1 (ours) | " + "- | " * 7 + "25.0 | " + "- | " * 5 + "42.0 |" in lines

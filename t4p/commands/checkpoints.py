@@ -12,6 +12,7 @@ from torch import nn
 
 from t4p.config import Config, ConfigError, task_traits
 from t4p.data.datasets import PointsDataset
+from t4p.io import atomic_path
 from t4p.models.text4point import frozen_tensor_ids
 from t4p.tasks import get_task
 from t4p.train.checkpoint import load_checkpoint, restore_model
@@ -66,8 +67,8 @@ def _read_ascii_ply(path: Path) -> np.ndarray:
 
 
 def write_ply(path: str | Path, xyz: np.ndarray, rgb: np.ndarray) -> None:
-    """An ASCII PLY with per-vertex colour."""
-    with open(path, "w") as f:
+    """An ASCII PLY with per-vertex colour, written atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
         f.write(
             "ply\nformat ascii 1.0\n"
             f"element vertex {len(xyz)}\n"

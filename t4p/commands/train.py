@@ -18,7 +18,7 @@ import logging
 from pathlib import Path
 
 from t4p.config import TASK_TRAITS, ConfigError, from_json
-from t4p.io import write_json
+from t4p.io import save_npy, write_json
 from t4p.recipes import RECIPES, get_recipe
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ def _predict(args: argparse.Namespace) -> int:
     written = []
     for key, value in pred.items():  # labels -> <out>.npy, the others -> <out>_<key>.npy
         path = out if key == "labels" else out.with_name(f"{out.stem}_{key}.npy")
-        np.save(path, value)
+        save_npy(path, value)
         written.append(str(path))
     labels = pred["labels"]
     names = class_list(cfg.data.classes).names

@@ -52,10 +52,6 @@ class Room:
     instances: np.ndarray  # (N,) int64 instance id, one per annotation file
     repaired: list[str] = field(default_factory=list)  # "file:line" of lines with a control character removed
 
-    @property
-    def room_id(self) -> str:
-        return f"Area_{self.area}/{self.name}"
-
 
 def class_of(path: Path, classes: ClassList = S3DIS13) -> int:
     """Class index from an annotation file name ``<class>_<k>.txt``."""

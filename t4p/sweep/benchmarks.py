@@ -33,7 +33,10 @@ class Benchmark:
     demo_overrides: tuple[str, ...]
     paper: dict[str, dict[str, float]]  # row -> metric label -> the paper's number (percent)
     paper_source: str
-    per_class_table: dict | None = field(default=None)  # det: t4p.paper.TABLE7 / 8 for the per-class AP@0.5 section
+    # the paper's per-class table (layout of Tables 7/8) for the report's per-class section, and the task's
+    # per-class metric it compares with ("<split>_<key>/<class>": iou for semseg, ap50 for det)
+    per_class_table: dict | None = field(default=None)
+    per_class: Metric | None = field(default=None)
 
     @property
     def metrics(self) -> tuple[Metric, ...]:
@@ -45,12 +48,8 @@ class Benchmark:
         return f"val_{self.metrics[0].key}"
 
 
-def _det_paper(table: dict) -> dict[str, dict[str, float]]:
-    rows = table["rows"]
-    return {"T5-1": {"mAP@0.5": rows["VoteNet* (SR-UNet)"][-1]}, "T5-5": {"mAP@0.5": rows["VoteNet+Text4Point*"][-1]}}
-
-
-_INS = paper.TABLE2["Text4Point"]
+_IOU = Metric("IoU", "iou")
+_AP50 = Metric("AP@0.5", "ap50")
 _DET_DEMO = ("data.classes=scannet18", "det.oriented_boxes=false")
 
 BENCHMARKS: dict[str, Benchmark] = {
@@ -59,24 +58,24 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark(
             name="semseg", train_task="semseg", classes="s3dis13", recipe="s3dis_semseg", demo_recipe="smoke_semseg",
             demo_overrides=(), paper=paper.ABLATION, paper_source="Tables 5/6 and App. C (C: mIoU only)",
+            per_class_table=paper.TABLE1_PER_CLASS, per_class=_IOU,
         ),
         Benchmark(
             name="insseg", train_task="insseg", classes="s3dis13", recipe="s3dis_insseg", demo_recipe="smoke_insseg",
             demo_overrides=(),
-            paper={"T5-1": {"mAP@0.5": paper.TABLE2["SR-UNet"]["map50"]},
-                   "T5-5": {"mAP@0.5": _INS["map50"], "mAP": _INS["map"], "mPrec": _INS["mprec"],
-                            "mRec": _INS["mrec"]}},
+            paper=paper.table2_by_row(),
             paper_source="Table 2 (S3DIS Area 5): Text4Point = T5-5, SR-UNet = T5-1",
         ),
         Benchmark(
             name="det-sunrgbd", train_task="det", classes="sunrgbd10", recipe="votenet_sunrgbd",
-            demo_recipe="smoke_det", demo_overrides=(), paper=_det_paper(paper.TABLE7), per_class_table=paper.TABLE7,
+            demo_recipe="smoke_det", demo_overrides=(), paper=paper.detection_by_row(paper.TABLE7),
+            per_class_table=paper.TABLE7, per_class=_AP50,
             paper_source="Table 7 (SUN RGB-D v1): VoteNet+Text4Point* = T5-5, VoteNet* (SR-UNet) = T5-1",
         ),
         Benchmark(
             name="det-scannet", train_task="det", classes="scannet18", recipe="votenet_scannet",
-            demo_recipe="smoke_det", demo_overrides=_DET_DEMO, paper=_det_paper(paper.TABLE8),
-            per_class_table=paper.TABLE8,
+            demo_recipe="smoke_det", demo_overrides=_DET_DEMO, paper=paper.detection_by_row(paper.TABLE8),
+            per_class_table=paper.TABLE8, per_class=_AP50,
             paper_source="Table 8 (ScanNet v2): VoteNet+Text4Point* = T5-5, VoteNet* (SR-UNet) = T5-1",
         ),
     )

@@ -3,13 +3,15 @@
 Built from the MLflow child runs of one sweep (``stage=finetune``, tags ``row`` and ``seed``,
 metrics ``final/...miou`` and ``final/...macc``), written as Markdown, CSV and a PNG bar chart
 with error bars, and logged as artifacts of the sweep's parent run. The paper's numbers
-(``ABLATION_ROWS``) sit beside ours with the deltas between consecutive rows. A report built
-on synthetic data or random CLIP weights says so in its title.
+(``ABLATION_ROWS``) sit beside ours with the deltas between consecutive rows, and a per-class section
+beside the paper's per-class table (Table 1 IoU, Tables 7/8 AP@0.5). A report built on synthetic data
+or random CLIP weights says so in its title. Every file is written atomically (``t4p.io``).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from t4p.io import atomic_path, write_text
 from t4p.paper import per_class_table
 from t4p.sweep.benchmarks import Benchmark, benchmark
 from t4p.sweep.rows import ABLATION_ROWS
@@ -29,7 +32,7 @@ class RowResult:
     row: str
     seeds: list[int]
     values: dict[str, list[float]]  # metric label -> per seed, percent
-    per_class: dict[str, list[float]] = field(default_factory=dict)  # det: class -> AP@0.5 per seed, percent
+    per_class: dict[str, list[float]] = field(default_factory=dict)  # class -> IoU / AP@0.5 per seed, percent
 
     def stats(self, label: str) -> tuple[float, float]:
         """Mean and sample std over seeds (std 0 for one seed; NaN when no seed reported it)."""
@@ -77,7 +80,8 @@ def collect(tracker, parent_run_id: str, spec: Benchmark) -> tuple[list[RowResul
     ]
     by_row: dict[str, RowResult] = {}
     flags = {"synthetic": False, "random_clip": False}
-    classes = spec.per_class_table["classes"] if spec.per_class_table else ()
+    table, per_class = spec.per_class_table, spec.per_class
+    classes, per_class_key = (table["classes"], per_class.key) if table and per_class else ((), "")
     for run in sorted(runs, key=lambda r: (r.data.tags.get("row", ""), int(r.data.tags.get("seed", 0) or 0))):
         tags, metrics = run.data.tags, run.data.metrics
         row = tags.get("row", "")
@@ -87,8 +91,8 @@ def collect(tracker, parent_run_id: str, spec: Benchmark) -> tuple[list[RowResul
             value = final_metric(metrics, m.key)
             if value is not None:
                 res.values[m.label].append(value)
-        for name in classes:  # the loop's "<split>_ap50/<class>"
-            value = final_metric(metrics, f"ap50/{name}")
+        for name in classes:  # the loop's "<split>_<key>/<class>"
+            value = final_metric(metrics, f"{per_class_key}/{name}")
             if value is not None:
                 res.per_class.setdefault(name, []).append(value)
         flags["synthetic"] |= tags.get("synthetic_data") == "true"
@@ -144,11 +148,13 @@ def table_rows(results: list[RowResult], spec: Benchmark) -> list[dict[str, str]
     return out
 
 
-def per_class_markdown(results: list[RowResult], table: dict) -> list[str]:
-    """Per-class AP@0.5 in the layout of the paper's Table 7/8: the paper's methods, then our rows (means)."""
+def per_class_markdown(results: list[RowResult], spec: Benchmark) -> list[str]:
+    """Per-class IoU / AP@0.5 in the layout of the paper's per-class table: its methods, then our rows (means)."""
+    assert spec.per_class_table is not None and spec.per_class is not None
     ours = {f"{res.row} (ours)": ({n: float(np.mean(v)) for n, v in res.per_class.items() if v},
-                                  res.stats("mAP@0.5")[0]) for res in results}
-    return per_class_table(table, ours).splitlines()
+                                  res.stats(spec.metrics[0].label)[0]) for res in results}
+    heading = f"## Per-class {spec.per_class.label} (layout of the paper's table; ours: mean over seeds)"
+    return ["", heading, "", *per_class_table(spec.per_class_table, ours).splitlines()]
 
 
 TITLES = {
@@ -171,16 +177,16 @@ def write_markdown(path: Path, rows: list[dict[str, str]], heading: str, spec: B
     lines += ["| " + " | ".join(r[c] for c in cols) + " |" for r in rows]
     lines += ["", f"Δ columns: difference to the row above. Paper numbers: {spec.paper_source}; n/a where the "
               "paper has no such row or metric.", *extra]
-    path.write_text("\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n")
 
 
 def write_csv(path: Path, rows: list[dict[str, str]]) -> None:
-    with path.open("w", newline="") as f:
-        if not rows:
-            return
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+    text = io.StringIO(newline="")
+    if rows:
+        writer = csv.DictWriter(text, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    write_text(path, text.getvalue())
 
 
 def write_chart(path: Path, results: list[RowResult], heading: str, spec: Benchmark) -> None:
@@ -203,7 +209,8 @@ def write_chart(path: Path, results: list[RowResult], heading: str, spec: Benchm
     ax.set_title(heading, fontsize=8, wrap=True)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path, suffix=".png") as tmp:  # the suffix tells matplotlib the format
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
 
 
@@ -216,10 +223,7 @@ def write_report(tracker, parent_run_id: str, out_dir: str | Path, bench: str = 
     results, flags = collect(tracker, parent_run_id, spec)
     heading = title(flags, spec)
     rows = table_rows(results, spec)
-    extra = []
-    if spec.per_class_table:
-        extra = ["", "## Per-class AP@0.5 (layout of the paper's table; ours: mean over seeds)", "",
-                 *per_class_markdown(results, spec.per_class_table)]
+    extra = per_class_markdown(results, spec) if spec.per_class_table and spec.per_class else []
     md, csv_path, png = out / "report.md", out / "report.csv", out / "report.png"
     write_markdown(md, rows, heading, spec, extra)
     write_csv(csv_path, rows)

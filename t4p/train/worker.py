@@ -50,7 +50,7 @@ class RayTrainContext:
         self._run_id = None
         self._reports = 0
         if tracking and self.rank == 0:
-            from t4p.tracking import Tracker  # the only mlflow importer
+            from t4p.tracking import Tracker  # heavy (MLflow): only rank 0 logs, the other ranks never import it
 
             self._tracker = Tracker(tracking["uri"], tracking["experiment"])
             self._run_id = tracking["run_id"]
@@ -95,7 +95,7 @@ def train_worker(config: dict) -> dict:
     """
     loop_fn = config.get("loop_fn")
     if loop_fn is None:
-        from t4p.train import loop  # imported here so a missing loop fails in the worker with its traceback
+        from t4p.train import loop  # heavy (models, data): the driver imports this module, only workers run it
 
         loop_fn = loop.run
     cfg = from_flat_dict(config["cfg"])
