@@ -12,8 +12,10 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,27 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, complete: Callable[[Path], bool]):
+    """Yield a temporary sibling folder; rename it onto ``path`` if the block succeeds.
+
+    Where another writer renamed its folder onto ``path`` first, that one is kept when ``complete(path)``
+    says it is whole (the same content, written by a concurrent run); otherwise the rename's error is raised.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent))
+    try:
+        yield tmp
+        try:
+            os.rename(tmp, path)  # refuses a non-empty target: the first complete folder wins
+        except OSError:
+            if not complete(path):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -65,6 +65,22 @@ def test_stored_stage_is_planned_as_reused(tmp_path):
     assert store.claim(key) is None  # stored: nobody trains it again
 
 
+def test_a_second_commit_of_a_stage_keeps_the_first_and_a_broken_target_is_an_error(tmp_path):
+    """Two runs finishing the same stage: the first complete copy stays, the second leaves no temporary."""
+    store = StageStore(tmp_path / "stages")
+    for name, data in (("a", b"first"), ("b", b"second")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "checkpoint.pt").write_bytes(data)
+    store.commit("k-s0", tmp_path / "a", {"seed": 0})
+    store.commit("k-s0", tmp_path / "b", {"seed": 0})
+    assert (store.path("k-s0") / "checkpoint.pt").read_bytes() == b"first"
+    assert store.info("k-s0")["key"] == "k-s0"
+    (store.path("k-s1") / "junk").mkdir(parents=True)  # a folder without stage.json is not a stage
+    with pytest.raises(OSError):
+        store.commit("k-s1", tmp_path / "a", {"seed": 1})
+    assert not list((tmp_path / "stages").glob(".tmp-*")), "temporary copies must be removed"
+
+
 def test_lock_of_a_dead_owner_is_taken_over_and_a_live_one_is_not(tmp_path):
     store = StageStore(tmp_path)
     live = store.try_claim("k-s0")

@@ -24,9 +24,6 @@ import hashlib
 import io
 import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +33,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from t4p.data.classes import S3DIS13, SUNRGBD10
+from t4p.io import atomic_dir
 from t4p.sparse.voxelize import voxelize
 
 log = logging.getLogger(__name__)
@@ -726,17 +724,8 @@ def generate_atomic(out: str | Path, settings: SynthSettings) -> Path:
     out = Path(out)
     if (out / "synthetic.json").exists():
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-" + out.name + ".", dir=out.parent))
-    try:
+    with atomic_dir(out, lambda done: (done / "synthetic.json").exists()) as tmp:
         generate(tmp, settings)
-        try:
-            os.rename(tmp, out)
-        except OSError:
-            if not (out / "synthetic.json").exists():  # someone else won the race only if complete
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from t4p.config import Config, _copy, config_hash
+from t4p.io import atomic_dir, write_json
 
 log = logging.getLogger(__name__)
 
@@ -156,13 +157,7 @@ class StageStore:
     def commit(self, key: str, checkpoint_dir: str | os.PathLike, info: dict) -> Path:
         """Copy ``checkpoint_dir`` into the store as stage ``key``, atomically."""
         final = self.path(key)
-        tmp = self.root / f".{key}.tmp-{uuid.uuid4().hex}"
-        shutil.copytree(checkpoint_dir, tmp)
-        (tmp / "stage.json").write_text(json.dumps({"key": key, "time": time.time(), **info}, indent=2))
-        try:
-            os.replace(tmp, final)  # fails if another writer already committed a non-empty stage
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if not self.has(key):
-                raise
+        with atomic_dir(final, lambda _: self.has(key)) as tmp:  # another writer's complete stage is kept
+            shutil.copytree(checkpoint_dir, tmp, dirs_exist_ok=True)
+            write_json(tmp / "stage.json", {"key": key, "time": time.time(), **info}, indent=2)
         return final
