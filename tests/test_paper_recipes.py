@@ -24,6 +24,11 @@ PAPER = {
         "optim.lr": 0.1, "optim.momentum": 0.9, "optim.schedule": "exp", "optim.exp_gamma": 0.99,
         "optim.exp_every": 1000, "train.epochs": 2, "train.max_steps": 0, "train.batch_size": 32,
         "train.task": "pretrain", "data.classes": "scannet20",
+        # SPEC's backbone (ME's MinkUNet34C) and TQM defaults; 4096 pairs per frame as PPKT/SLidR
+        "model.stem_kernel": 5, "model.stem_channels": 32, "model.enc_planes": [32, 64, 128, 256],
+        "model.enc_blocks": [2, 3, 4, 6], "model.dec_planes": [256, 128, 96, 96], "model.dec_blocks": [2, 2, 2, 2],
+        "model.tqm": True, "model.tqm_heads": 1, "model.tqm_mlp_ratio": 4.0, "model.tqm_alpha_init": 1.0,
+        "model.tqm_beta_init": 0.0, "loss.max_pairs": 4096,
     },
     "s3dis_semseg": {
         "data.voxel_size": 0.05, "data.val_fraction": 0.0, "data.test_area": 5, "data.train_areas": [1, 2, 3, 4, 6],
@@ -31,17 +36,21 @@ PAPER = {
         "optim.wd_exclude_norm_bias": False,
         "train.epochs": 0, "train.max_steps": 60000, "train.batch_size": 48, "loss.aux": True, "loss.aux_tau": 0.07,
         "model.prompt_learning": True, "model.n_ctx": 8, "model.tqm": True, "finetune.eval_split": "test",
+        "data.classes": "s3dis13", "model.ctx_init": "point cloud of", "data.aug_flip": True, "data.aug_rotate_z": True,
     },
     "votenet_sunrgbd": {
         "data.num_points": 20000, "data.voxel_size": 0.025, "data.label_version": "v1", "data.val_fraction": 0.0,
         "train.batch_size": 64, "train.epochs": 180, "train.max_steps": 0, "optim.lr": 0.001,
         "optim.schedule": "cosine", "optim.warmup_epochs": 0, "loss.aux_tau": 0.07, "model.n_ctx": 8,
-        "det.oriented_boxes": True,
+        "det.oriented_boxes": True, "data.classes": "sunrgbd10", "data.aug_rotate_max": math.pi / 6,
+        "data.aug_scale_min": 0.85, "data.aug_scale_max": 1.15, "data.aug_flip_y": False,
     },
     "votenet_scannet": {
         "data.num_points": 40000, "data.voxel_size": 0.025, "data.val_fraction": 0.0, "train.batch_size": 32,
         "train.epochs": 180, "train.max_steps": 0, "optim.warmup_epochs": 15, "optim.lr": 0.001,
         "optim.schedule": "cosine", "det.oriented_boxes": False, "data.classes": "scannet18",
+        "model.n_ctx": 8, "loss.aux_tau": 0.07, "data.aug_rotate_max": math.radians(5), "data.aug_flip_y": True,
+        "data.aug_scale_min": 1.0, "data.aug_scale_max": 1.0,
     },
 }
 PAPER["s3dis_insseg"] = {**PAPER["s3dis_semseg"], "train.task": "insseg", "insseg.min_region_size": 100}

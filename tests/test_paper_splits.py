@@ -108,3 +108,29 @@ def final_test_config(cfg, best):
     from t4p.sweep.search import final_test_config as f
 
     return f(cfg, best)
+
+
+def test_the_searchs_final_run_retrains_on_all_204_rooms_and_says_so(s3dis_root, tmp_path, monkeypatch, caplog):
+    """evaluate_best fits the chosen values on the whole training split, tags the run and logs it."""
+    import logging
+    from types import SimpleNamespace
+
+    from t4p.sweep import search
+    from t4p.sweep.trial import SweepContext
+
+    fits = []
+
+    def fit(cfg, ctx, **kwargs):  # the Ray Train fit is not what this test is about: record what it gets
+        fits.append((cfg, kwargs))
+        return SimpleNamespace(metrics={"test_miou": 0.5, "step": 3}), None
+
+    monkeypatch.setattr(search, "tracked_fit", fit)
+    base = search_trial_config(_s3dis(s3dis_root, tmp_path))  # what the trials ran: a 20 % hold-out
+    ctx = SweepContext("sw", "exp", str(tmp_path / "store"), str(tmp_path / "stages"), {})
+    with caplog.at_level(logging.INFO, logger="t4p.sweep.search"):
+        assert search.evaluate_best(base, {"optim.lr": 0.05}, ctx) == {"test_miou": 0.5, "step": 3.0}
+    (cfg, kwargs), = fits
+    assert kwargs["extra_tags"] == {"split": "test", "train_split": "full"} and kwargs["stage"] == "test"
+    assert (cfg.finetune.eval_split, cfg.optim.lr, cfg.data.val_fraction) == ("test", 0.05, 0.0)
+    assert len(make_dataset(cfg, "train")) == 204
+    assert "retrained on the whole training split" in caplog.text

@@ -108,6 +108,9 @@ def estimate_hours(plan: Plan, step_time_s: float, fit_overhead_s: float = 20.0)
     return {"trial_hours": wall_h, kind: wall_h * per_trial}
 
 
+UNCOUNTED_EPOCHS = "some lengths are in epochs and the data is not prepared yet: their steps are not counted below"
+
+
 def steps_text(cfg: Config) -> str:
     """``12345`` steps, or ``180 ep`` while an epoch-based length waits for the prepared data."""
     return str(cfg.train.max_steps) if epochs_resolved(cfg) else f"{cfg.train.epochs} ep"
@@ -126,7 +129,7 @@ def describe(plan: Plan, step_time_s: float, fit_overhead_s: float = 20.0) -> st
     lines.append(f"Ray Train fits: {plan.fits}")
     lines.append(f"pre-training steps saved by stage reuse: {plan.steps_saved_by_reuse()}")
     if not all(epochs_resolved(c) for c in [*(t.cfg for t in plan.trials), *(s.cfg for s in plan.stages.values())]):
-        lines.append("some lengths are in epochs and the data is not prepared yet: their steps are not counted below")
+        lines.append(UNCOUNTED_EPOCHS)
     est = estimate_hours(plan, step_time_s, fit_overhead_s)
     lines.append(
         "estimate: " + ", ".join(f"{k} {v:.2f}" for k, v in est.items())

@@ -32,6 +32,7 @@ from t4p.config import (
     _leaf_types,
     apply_overrides,
     check_validation_split,
+    epochs_resolved,
     from_flat_dict,
     set_value,
     to_flat_dict,
@@ -51,7 +52,7 @@ from t4p.sweep.driver import (
     stop_cleanly,
     warm_data,
 )
-from t4p.sweep.plan import steps_text
+from t4p.sweep.plan import UNCOUNTED_EPOCHS, steps_text
 from t4p.sweep.trial import SweepContext, finetune_trainable, tracked_fit
 from t4p.tracking import Tracker, resolve_uri
 
@@ -187,6 +188,8 @@ def run_search(cfg: Config, space: dict | None = None, *, metric: str = DEFAULT_
     plan = (f"search {sweep_id}: {cfg.sweep.trials} trials, <= {cfg.sweep.max_concurrent} at once, metric {metric} "
             f"({mode}) on the val split, ASHA on 'step' (max {steps_text(cfg)}), space: "
             + ", ".join(sorted(space)))
+    if not epochs_resolved(cfg):
+        plan += f"\n{UNCOUNTED_EPOCHS}"
     fits = cfg.sweep.trials + int(evaluate_test)
     hours = (fits * cfg.train.max_steps * step_time_s + fits * fit_overhead_s) / 3600
     per_trial = cfg.sweep.gpus_per_trial or cfg.sweep.workers_per_trial * cfg.sweep.cpus_per_worker
