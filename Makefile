@@ -1,10 +1,18 @@
 # The user interface of t4p. A fresh machine needs `make demo` or `make test`, nothing else.
-.PHONY: setup demo test bench lint clean
+.PHONY: setup setup-core minkowski demo test bench lint clean
 
+# Everything, MinkowskiEngine included (built once, ~10 min on 2 cores, then cached outside the clone).
 setup:
 	@scripts/setup.sh
 
-demo: setup
+# Without building MinkowskiEngine: the demo's recipes run the pure-PyTorch sparse backend.
+setup-core:
+	@scripts/setup.sh --no-minkowski
+
+minkowski: setup-core
+	@scripts/build_minkowski.sh .venv/bin/python
+
+demo: setup-core
 	.venv/bin/python sweeps/ablation.py --demo
 
 test: setup

@@ -1,8 +1,20 @@
 #!/usr/bin/env bash
 # Idempotent set-up: .venv in the repo root, the package (editable, dev extras), MinkowskiEngine.
 # A second run is a no-op within seconds: each step leaves a stamp keyed by what it depends on.
+#
+#   scripts/setup.sh                  everything (make setup, make test)
+#   scripts/setup.sh --no-minkowski   no MinkowskiEngine build (make demo: its recipes run the torch
+#                                     backend); a wheel already in the cache is still installed
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/progress.sh
+
+with_minkowski=1
+case "${1:-}" in
+  "") ;;
+  --no-minkowski) with_minkowski=0 ;;
+  *) echo "usage: scripts/setup.sh [--no-minkowski]" >&2; exit 2 ;;
+esac
 
 T0=$SECONDS
 step_start=$SECONDS
@@ -24,14 +36,16 @@ if [[ ! -x .venv/bin/python ]]; then
   py="$(pick_python)"
   say "creating .venv with $py"
   "$py" -m venv .venv
-  .venv/bin/python -m pip install --quiet --upgrade pip setuptools wheel
+  run_logged setup "upgrading pip in the venv" "under a minute" .venv/setup-pip.log \
+    .venv/bin/python -m pip install --upgrade pip setuptools wheel
   took "created .venv"
 fi
 
 deps_key="$(cat pyproject.toml | sha256sum | cut -c1-12)"
 if [[ ! -f ".venv/.deps-$deps_key" ]]; then
-  say "installing t4p and its dependencies (torch 2.14.1, open_clip, Ray, MLflow, Optuna; first time: a few minutes)"
-  .venv/bin/python -m pip install --quiet -e '.[dev]'
+  say "installing t4p and its dependencies (torch 2.14.1, open_clip, Ray, MLflow, Optuna)"
+  run_logged setup "installing dependencies" "about 2 min with pip's cache, several without" .venv/setup-pip.log \
+    .venv/bin/python -m pip install -e '.[dev]'
   rm -f .venv/.deps-*
   touch ".venv/.deps-$deps_key"
   took "installed dependencies"
@@ -39,6 +53,11 @@ else
   took "dependencies up to date"
 fi
 
-scripts/build_minkowski.sh .venv/bin/python
-took "MinkowskiEngine ready"
+if [[ $with_minkowski == 1 ]]; then
+  scripts/build_minkowski.sh .venv/bin/python
+  took "MinkowskiEngine ready"
+else
+  scripts/build_minkowski.sh .venv/bin/python --cached-only
+  took "MinkowskiEngine step done"
+fi
 say "set-up finished in $((SECONDS - T0)) s"
