@@ -549,9 +549,9 @@ def training_differences(saved: Config, cfg: Config) -> dict[str, tuple[Any, Any
 
 # Ranges of single settings, by dotted key (every float setting must also be finite; every ``*_every``
 # cadence is >= 1, see ``_range_rules``): (keys, test, what was expected).
-_POSITIVE = ("data.voxel_size", "loss.tau", "loss.aux_tau", "optim.lr", "train.batch_size", "train.grad_accum",
+_POSITIVE = ("data.voxel_size", "data.corr_depth_tol", "loss.tau", "loss.aux_tau", "optim.lr", "train.batch_size", "train.grad_accum",
              "insseg.min_region_size", "sweep.workers_per_trial")
-_AT_LEAST_ONE = ("data.frame_skip",)
+_AT_LEAST_ONE = ("data.frame_skip", "data.image_height", "data.image_width")
 _NON_NEGATIVE = ("loss.aux_range", "sweep.gpus_per_trial")
 _FRACTIONS = ("data.val_fraction", "sweep.val_fraction")
 

@@ -4,9 +4,11 @@ Every case writes a small source in the real file format (7-Scenes frames in Sca
 fixture as a raw Stanford room, VoteNet exports, SUN RGB-D files), with one good unit and one bad one, and runs
 ``t4p data prepare`` in-process through ``t4p.cli.main``: exit code 2, one ``t4p: error:`` message naming the
 bad file and where in it, no traceback, the good unit cached and nothing of the bad one. Two real subprocesses
-prove the exit code; the rest covers ``data.on_bad=skip``, fingerprinted caches (a changed source re-prepares
-exactly its unit, ``--force`` rebuilds), stale caches refused by the datasets, and prepare's worker processes
-dying with their parent.
+prove the exit code. Bad settings (``--frame-skip 0``, ``--voxel-size nan``, ``--classes nope``, ...) are refused
+the same way, naming the flag, before anything is read. The rest covers a corrupt manifest, SUN RGB-D boxes of
+other classes (dropped, counted, warned), ``data.on_bad=skip``, fingerprinted caches (a changed source
+re-prepares exactly its unit, ``--force`` rebuilds), stale caches refused by the datasets, and prepare's worker
+processes dying with their parent.
 """
 
 from __future__ import annotations
@@ -78,9 +80,28 @@ def _rgbd(shared: Path, src: Path, edit: Callable[[Path], None]) -> None:
     edit(src / "scans" / "scene0001_00")
 
 
+def _resize(path: Path, wh: tuple[int, int]) -> None:
+    with Image.open(path) as im:
+        im.load()
+    im.resize(wh, Image.Resampling.NEAREST).save(path)
+
+
 def _shrink_depth(scene: Path) -> None:
-    im = Image.open(scene / "depth" / "50.png")
-    im.resize((320, 240), Image.Resampling.NEAREST).save(scene / "depth" / "50.png")
+    _resize(scene / "depth" / "50.png", (320, 240))
+
+
+def _halve_depth_keep_its_camera(scene: Path) -> None:
+    """Depth PNGs resized to 320x240; intrinsic_depth.txt still describes the 640x480 depth camera."""
+    _intrinsic(scene, "intrinsic_depth.txt", KD_640)
+    for i in (0, 50):
+        _resize(scene / "depth" / f"{i}.png", (320, 240))
+
+
+def _resize_colour_keep_its_camera(scene: Path) -> None:
+    """Colour JPEGs resized to 400x300; intrinsic_color.txt still describes the 640x480 colour camera."""
+    _intrinsic(scene, "intrinsic_depth.txt", KD_640)
+    for i in (0, 50):
+        _resize(scene / "color" / f"{i}.jpg", (400, 300))
 
 
 def _intrinsic(scene: Path, name: str, K: np.ndarray) -> None:
@@ -169,6 +190,21 @@ def _label_field(line_no: int, field: int, value: str) -> Callable[[list[str]], 
     return edit
 
 
+def _sun_mat(shared: Path, src: Path, write_mat: Callable[[Path], None]) -> None:
+    """As ``_sun_trainval``, but 000002's points come from the raw ``depth/000002.mat`` that ``write_mat`` writes."""
+    _sun_trainval(shared, src, lambda lines: lines)
+    t = src / "sunrgbd_trainval"
+    (t / "lidar" / "000002.npz").unlink()
+    (t / "depth").mkdir()
+    write_mat(t / "depth" / "000002.mat")
+
+
+def _mat_without_instance(path: Path) -> None:
+    from scipy.io import savemat  # writes a real MATLAB v5 file
+
+    savemat(path, {"points": np.zeros((5, 6))})
+
+
 # --------------------------------------------------------------------------- the cases
 
 
@@ -223,6 +259,7 @@ def _row1(col: int, value: float) -> Callable[[np.ndarray], None]:
 
 
 K7 = np.array([[585.0, 0, 320], [0, 585, 240], [0, 0, 1]])  # 7-Scenes (camera-intrinsics.txt)
+KD_640 = np.array([[577.6, 0, 319.5], [0, 578.7, 239.5], [0, 0, 1]])  # a 640x480 depth camera (ScanNet-like)
 
 CASES: dict[str, Case] = {
     # ScanNet .sens: compressed frames that do not decode, and a file cut short
@@ -242,6 +279,12 @@ CASES: dict[str, Case] = {
     "rgbd-principal-point-outside-image": _rgbd_case(
         lambda sc: _intrinsic(sc, "intrinsic_color.txt", K7 * [[1, 1, 3], [1, 1, 3], [1, 1, 1]]),
         lambda s: [_scene1(s, "intrinsic/intrinsic_color.txt"), "960", "640x480"]),
+    "rgbd-depth-halved-intrinsics-unchanged": _rgbd_case(
+        _halve_depth_keep_its_camera,
+        lambda s: [_scene1(s, "intrinsic/intrinsic_depth.txt"), "319.5", "320x240", _scene1(s, "depth/0.png")]),
+    "rgbd-colour-resized-intrinsics-unchanged": _rgbd_case(
+        _resize_colour_keep_its_camera,
+        lambda s: [_scene1(s, "intrinsic/intrinsic_color.txt"), "320", "400x300", _scene1(s, "color/0.jpg")]),
     "rgbd-corrupt-jpeg": _rgbd_case(
         lambda sc: (sc / "color" / "50.jpg").write_bytes(b"\xff\xd8 not really a jpeg"),
         lambda s: [_scene1(s, "color/50.jpg"), "JPEG"]),
@@ -300,6 +343,12 @@ CASES: dict[str, Case] = {
     "sunrgbd-label-negative-size": _sun_case(
         lambda sh, s: _sun_trainval(sh, s, _label_field(1, 9, "-0.4")),
         lambda s: [str(s / "sunrgbd_trainval" / "label_v1" / "000002.txt") + ":1", "positive"]),
+    "sunrgbd-mat-unreadable": _sun_case(
+        lambda sh, s: _sun_mat(sh, s, lambda p: p.write_bytes(np.random.default_rng(2).bytes(2000))),
+        lambda s: [str(s / "sunrgbd_trainval" / "depth" / "000002.mat"), "MATLAB", "'instance'"]),
+    "sunrgbd-mat-without-instance-key": _sun_case(
+        lambda sh, s: _sun_mat(sh, s, _mat_without_instance),
+        lambda s: [str(s / "sunrgbd_trainval" / "depth" / "000002.mat"), "'instance'", "'points'"]),
 }
 
 
@@ -330,6 +379,122 @@ def test_bad_unit_is_an_error_naming_the_file_and_is_not_cached(name, shared_dat
     assert not m["complete"]
     assert list(m["units"]) == [case.good] and list(m["bad_units"]) == [case.bad]
     assert m["units"][case.good]["files"] and _npz_files(out) == set(m["units"][case.good]["files"])
+
+
+# --------------------------------------------------------------------------- bad command-line settings
+
+
+def _flag_source(shared: Path, src: Path, fmt: str) -> None:
+    """A good source of ``fmt``: one exported 7-Scenes scene, or the S3DIS fixture room."""
+    if fmt == "scannet-rgbd":
+        layout_exported(shared, src / "scans" / "scene0000_00", frames=(0, 50))
+    else:
+        layout_s3dis_room(shared, src)
+
+
+FLAG_CASES: dict[str, tuple[str, str, list[str], list[str]]] = {
+    # name: (command, format, bad flags, fragments the error must contain)
+    "frame-skip-0": ("prepare", "scannet-rgbd", ["--frame-skip", "0"], ["--frame-skip", "data.frame_skip", ">= 1",
+                                                                         "got 0"]),
+    "frame-skip-negative": ("prepare", "scannet-rgbd", ["--frame-skip", "-1"], ["--frame-skip", ">= 1", "got -1"]),
+    "voxel-size-0": ("prepare", "scannet-rgbd", ["--voxel-size", "0"], ["--voxel-size", "data.voxel_size", "> 0",
+                                                                        "got 0"]),
+    "voxel-size-nan": ("prepare", "scannet-rgbd", ["--voxel-size", "nan"], ["--voxel-size", "finite", "got nan"]),
+    "height-0": ("prepare", "scannet-rgbd", ["--height", "0"], ["--height", "data.image_height", ">= 1", "got 0"]),
+    "width-negative": ("prepare", "scannet-rgbd", ["--width", "-80"], ["--width", "data.image_width", "got -80"]),
+    "depth-tol-negative": ("prepare", "scannet-rgbd", ["--depth-tol", "-0.02"], ["--depth-tol", "data.corr_depth_tol",
+                                                                                 "> 0", "got -0.02"]),
+    "classes-unknown": ("prepare", "s3dis-raw", ["--classes", "nope"], ["--classes", "data.classes", "'nope'",
+                                                                        "s3dis13"]),
+    "inspect-frame-skip-0": ("inspect", "scannet-rgbd", ["--frame-skip", "0"], ["--frame-skip", ">= 1", "got 0"]),
+    "inspect-classes-unknown": ("inspect", "s3dis-raw", ["--classes", "nope"], ["--classes", "'nope'", "s3dis13"]),
+}
+
+
+@pytest.mark.parametrize("name", list(FLAG_CASES))
+def test_bad_setting_is_an_error_naming_the_flag(name, shared_data, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("T4P_DEBUG", raising=False)
+    command, fmt, flags, fragments = FLAG_CASES[name]
+    src, out = tmp_path / "src", tmp_path / "out"
+    _flag_source(shared_data, src, fmt)
+    where = [fmt, str(src), str(out)] if command == "prepare" else [str(src), "--format", fmt]
+    code = main(["data", command, *where, *flags])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err, err
+    msg = _error_text(err)
+    for fragment in fragments:
+        assert fragment in msg, f"{fragment!r} not in {msg!r}"
+    assert not out.exists()  # refused before anything was read or cached
+
+
+def test_corrupt_manifest_is_an_error_suggesting_force(tmp_path, capsys):
+    from t4p.data.datasets import StaleCacheError, make_dataset
+
+    src, out = _tiny_rooms(tmp_path / "s3dis", 2), tmp_path / "out"
+    assert main(["data", "prepare", "s3dis-raw", str(src), str(out)]) == 0
+    (out / "manifest.json").write_text('{"format": "s3dis-raw", "units": {')  # cut short
+    assert main(["data", "prepare", "s3dis-raw", str(src), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    msg = _error_text(err)
+    assert str(out / "manifest.json") in msg and "--force" in msg, msg
+    cfg = _semseg_cfg(tmp_path, src)
+    cfg.data.prepared_dir = str(tmp_path / "cache")
+    assert len(make_dataset(cfg, "train")) == 2
+    manifest = next((tmp_path / "cache").rglob("manifest.json"))
+    manifest.write_text("[1, 2]")  # JSON, but not a manifest
+    with pytest.raises(StaleCacheError, match=f"{manifest}.*--force"):
+        make_dataset(cfg, "train", prepare=False)
+    assert main(["data", "prepare", "s3dis-raw", str(src), str(out), "--force"]) == 0
+    m = read_manifest(out)
+    assert m["complete"] and sorted(m["units"]) == ["Area_1/office_1", "Area_1/office_2"]
+
+
+# --------------------------------------------------------------------------- what is dropped is counted
+
+
+SUN10 = ("bed", "table", "sofa", "chair", "toilet", "desk", "dresser", "night_stand", "bookshelf", "bathtub")
+
+
+def _other_class_names(label_file: Path) -> dict[str, int]:
+    """Reference: the names of a label file outside VoteNet's 10 SUN RGB-D classes, counted."""
+    names = [ln.split()[0] for ln in label_file.read_text().splitlines() if ln.strip()]
+    return {n: names.count(n) for n in names if n not in SUN10}
+
+
+def test_sunrgbd_boxes_of_other_classes_are_counted_and_warned(shared_data, tmp_path, capsys, caplog):
+    src, out = tmp_path / "src", tmp_path / "out"
+    _sun_trainval(shared_data, src, _label_field(1, 0, "chiar"))  # a misspelt chair: a box of another class
+    labels = src / "sunrgbd_trainval" / "label_v1"
+    want = {idx: _other_class_names(labels / f"{idx}.txt") for idx in ("000001", "000002")}
+    assert want["000002"]["chiar"] == 1 and sum(want["000001"].values()) >= 1
+    with caplog.at_level(logging.WARNING):
+        assert main(["data", "prepare", "sunrgbd", str(src), str(out)]) == 0
+    m = read_manifest(out)
+    assert {u: e["dropped_boxes"] for u, e in m["units"].items()} == want
+    assert m["totals"]["dropped_boxes"] == sum(sum(w.values()) for w in want.values())
+    assert all("warnings" not in e for e in m["units"].values())
+    warned = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(warned) == 2 and str(labels / "000002.txt") in warned[1] and "chiar" in warned[1], warned
+    assert main(["data", "inspect", str(src), "--format", "sunrgbd"]) == 0
+    info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert info["dropped_boxes"] == {n: want["000001"].get(n, 0) + want["000002"].get(n, 0)
+                                     for n in {**want["000001"], **want["000002"]}}
+
+
+def test_dropped_box_warnings_are_summarised_across_units(shared_data, tmp_path, caplog):
+    src, out = tmp_path / "src", tmp_path / "out"
+    _sun_trainval(shared_data, src, lambda lines: lines)
+    labels = src / "sunrgbd_trainval" / "label_v1"
+    for i in range(3, 9):  # 8 scenes, each with boxes of other classes
+        for sub, ext in (("label_v1", "txt"), ("lidar", "npz")):
+            shutil.copyfile(labels.parent / sub / f"000001.{ext}", labels.parent / sub / f"{i:06d}.{ext}")
+    with caplog.at_level(logging.WARNING):
+        assert main(["data", "prepare", "sunrgbd", str(src), str(out)]) == 0
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum("dropped" in ln and str(labels) in ln for ln in lines) == 5
+    assert sum("3 more" in ln for ln in lines) == 1, lines
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

@@ -2,7 +2,8 @@
 
 Every case runs a real command in-process (``t4p.cli.main`` or a sweep script's ``main``) on real bad inputs:
 truncated, random and foreign checkpoints, a checkpoint of another architecture, CLIP weights that are missing
-or do not fit the architecture (small real open_clip ResNet weights, as in ``tests/test_clip.py``), config values
+or do not fit the architecture (small real open_clip ResNet weights, as in ``tests/test_clip.py``; an
+OpenAI-format RN50 state dict of stride-0 tensors, a small file, missing a text block), config values
 out of range, an unknown ablation row, an unparsable ``--param``. The message must name the file or key and what
 was expected; the expected tensor names and shapes come from the reference models' own state dicts. Two real
 subprocesses prove the exit code and that ``--debug`` shows the traceback.
@@ -21,6 +22,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import open_clip
 import pytest
 import torch
 
@@ -52,6 +54,15 @@ def _checkpoint(path: Path, overrides: list[str]) -> dict:
     return state
 
 
+def _openai_format(shapes: dict, drop: str) -> dict[str, torch.Tensor]:
+    """An OpenAI-format CLIP state dict (``input_resolution`` and OpenAI's other int entries) with every tensor of
+    ``shapes`` but those whose name starts with ``drop``; fp16 zeros of stride 0, so a full-size file stays small."""
+    sd = {k: torch.zeros((), dtype=torch.float16).expand(v.shape) for k, v in shapes.items() if not k.startswith(drop)}
+    sd.pop("attn_mask", None)
+    return {**sd, "input_resolution": torch.tensor(224), "context_length": torch.tensor(77),
+            "vocab_size": torch.tensor(49408)}
+
+
 @pytest.fixture(scope="module")
 def bad(tmp_path_factory) -> SimpleNamespace:
     root = tmp_path_factory.mktemp("bad_inputs")
@@ -70,6 +81,9 @@ def bad(tmp_path_factory) -> SimpleNamespace:
     other_pos = dict(tiny)
     other_pos[POS_KEY] = torch.zeros(8 * 8 + 1, tiny[POS_KEY].shape[1])  # a 256-pixel input's 8x8 grid
     torch.save(other_pos, root / "clip_other_pos.pt")
+    rn50 = open_clip.create_model("RN50", device="meta").state_dict()  # the reference: open_clip's own RN50
+    openai_key = next(k for k in rn50 if k.startswith("transformer.resblocks.11."))
+    torch.save(_openai_format(rn50, drop="transformer.resblocks.11."), root / "clip_rn50_openai_no_block11.pt")
     arch_key = _first_difference(own, other)
     no_tqm, _ = build_model(get_recipe("smoke_semseg", ["train.device=cpu", "model.tqm=false"]))
     extra_key = next(k for k in own if k not in no_tqm.state_dict())  # TQM's tensors: in the file, not the model
@@ -79,6 +93,7 @@ def bad(tmp_path_factory) -> SimpleNamespace:
         arch_shapes=(tuple(own[arch_key].shape), tuple(other[arch_key].shape)),
         extra_key=extra_key,
         layer4_key=next(k for k in tiny if k.startswith("visual.layer4.")),
+        openai_key=openai_key,
         pos_shapes=(tuple(tiny[POS_KEY].shape), tuple(other_pos[POS_KEY].shape)),
     )
 
@@ -87,8 +102,8 @@ def _predict(b: SimpleNamespace, checkpoint: str) -> list[str]:
     return ["predict", str(b.root / checkpoint), str(b.root / "scene.npy"), "--out", str(b.root / "pred" / "x.npy")]
 
 
-def _clip(b: SimpleNamespace, weights: str) -> list[str]:
-    return ["pretrain", "smoke_pretrain", "model.clip.arch=t4p-tiny", f"model.clip.weights={b.root / weights}",
+def _clip(b: SimpleNamespace, weights: str, arch: str = "t4p-tiny") -> list[str]:
+    return ["pretrain", "smoke_pretrain", f"model.clip.arch={arch}", f"model.clip.weights={b.root / weights}",
             f"train.out_dir={b.root / 'out_clip'}", "train.device=cpu"]
 
 
@@ -124,6 +139,10 @@ CASES: dict[str, Case] = {
     "clip-missing-layer": Case(lambda b: _clip(b, "clip_no_layer4.pt"),
                                lambda b: [str(b.root / "clip_no_layer4.pt"), repr(b.layer4_key), "missing",
                                           "model.clip.arch='t4p-tiny'"]),
+    "clip-openai-format-missing-layer": Case(
+        lambda b: _clip(b, "clip_rn50_openai_no_block11.pt", arch="RN50"),
+        lambda b: [str(b.root / "clip_rn50_openai_no_block11.pt"), repr(b.openai_key), "missing",
+                   "model.clip.arch='RN50'"]),
     "clip-other-pos-embedding": Case(lambda b: _clip(b, "clip_other_pos.pt"),
                                      lambda b: [str(b.root / "clip_other_pos.pt"), repr(POS_KEY),
                                                 f"expected shape {b.pos_shapes[0]}", f"found {b.pos_shapes[1]}"]),
@@ -137,6 +156,9 @@ CASES: dict[str, Case] = {
     "config-frame-skip-0": Case(_show("data.frame_skip=0"), lambda b: ["'data.frame_skip'", ">= 1", "got 0"]),
     "config-negative-voxel-size": Case(_show("data.voxel_size=-0.05"),
                                        lambda b: ["'data.voxel_size'", "positive", "-0.05"]),
+    "config-zero-depth-tolerance": Case(_show("data.corr_depth_tol=0"),
+                                        lambda b: ["'data.corr_depth_tol'", "positive", "0.0"]),
+    "config-zero-image-height": Case(_show("data.image_height=0"), lambda b: ["'data.image_height'", ">= 1", "got 0"]),
     "config-fraction-1": Case(_show("data.val_fraction=1.0"), lambda b: ["'data.val_fraction'", "[0, 1)", "1.0"]),
     "config-unknown-key": Case(_show("optim.lrr=0.1"), lambda b: ["'optim.lrr'", "optim.lr"]),
     "sweep-unknown-row": Case(

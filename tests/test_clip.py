@@ -18,7 +18,7 @@ from open_clip.model import trace_model
 from t4p.config import ClipConfig
 from t4p.losses import pixel_cell_index
 from t4p.models import clip as tclip
-from t4p.models.clip import ClipWeightsError, DenseImageEncoder, FixedTextEmbeddings, load_clip
+from t4p.models.clip import ClipWeightsError, ClipWeightsMismatch, DenseImageEncoder, FixedTextEmbeddings, load_clip
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -203,9 +203,11 @@ def test_openai_torchscript_archive_loads(fp16_exact_tiny, tmp_path):
     path = tmp_path / "RN-tiny-openai.pt"
     trace_model(model, batch_size=1).save(str(path))
     assert tclip.is_torchscript_archive(path)
-    b = load_clip(ClipConfig(arch="RN50", weights=str(path)))
+    b = load_clip(ClipConfig(arch=tclip.TINY_ARCH, weights=str(path)))
     assert not b.is_random and b.weights_id.endswith(tclip.file_digest(path))
     _state_equal(b.model, fp16_exact_tiny)
+    with pytest.raises(ClipWeightsMismatch, match=r"does not fit model\.clip\.arch='RN50'"):
+        load_clip(ClipConfig(arch="RN50", weights=str(path)))  # the archive's tensors are the tiny CLIP's
     tokens = open_clip.tokenize(["point cloud of chair."])
     with torch.no_grad():
         _close(b.model.encode_text(tokens), fp16_exact_tiny.encode_text(tokens), rtol=1e-5)
@@ -218,8 +220,21 @@ def test_openai_format_state_dict_loads(fp16_exact_tiny, tmp_path):
     sd.update(input_resolution=torch.tensor(224), context_length=torch.tensor(77), vocab_size=torch.tensor(49408))
     path = tmp_path / "openai_sd.pt"
     torch.save(sd, path)
-    b = load_clip(ClipConfig(arch="RN50", weights=str(path)))
+    b = load_clip(ClipConfig(arch=tclip.TINY_ARCH, weights=str(path)))
     _state_equal(b.model, fp16_exact_tiny)
+    rn50 = open_clip.create_model("RN50", device="meta").state_dict()  # the reference: open_clip's own RN50
+    first = next(k for k, v in rn50.items() if k not in sd or sd[k].shape != v.shape)
+    with pytest.raises(ClipWeightsMismatch, match=rf"model\.clip\.arch='RN50': tensor '{first}'"):
+        load_clip(ClipConfig(arch="RN50", weights=str(path)))  # the file's own architecture is not RN50
+
+
+def _rn50_openai_constants() -> dict[str, torch.Tensor]:
+    """An OpenAI-format state dict of open_clip's RN50: floating tensor i holds (i % 7 + 1) / 8 everywhere (exact
+    in fp16), stored with stride 0 so the file stays small."""
+    shapes = open_clip.create_model("RN50", device="meta").state_dict()
+    sd = {k: torch.full((), (i % 7 + 1) / 8, dtype=torch.float16).expand(v.shape)
+          for i, (k, v) in enumerate(shapes.items()) if k != "attn_mask"}
+    return {**sd, "input_resolution": torch.tensor(224)}
 
 
 def test_open_clip_format_loads_exactly(tiny, tmp_path):
@@ -268,12 +283,21 @@ def test_pretrained_tag_is_never_downloaded(tmp_path):
 
 
 def test_cached_tag_file_is_used(fp16_exact_tiny, tmp_path):
-    """A tag resolves to the file open_clip would have downloaded, when it is already in the cache dir."""
-    url = open_clip.get_pretrained_cfg("RN50", "yfcc15m")["url"]  # an open_clip state dict
-    sd = {**fp16_exact_tiny.state_dict(), "input_resolution": torch.tensor(224)}  # OpenAI format: its own arch
-    torch.save(sd, tmp_path / os.path.basename(url))
-    b = load_clip(ClipConfig(arch="RN50", weights="yfcc15m", cache_dir=str(tmp_path)))
-    _state_equal(b.model, fp16_exact_tiny)  # read as OpenAI format (architecture from the tensors), fp16-exact
+    """A tag resolves to the file open_clip would have downloaded, when it is already in the cache dir; the file
+    must hold the tag's architecture (here RN50, written in OpenAI's format with known constant tensors)."""
+    cached = tmp_path / os.path.basename(open_clip.get_pretrained_cfg("RN50", "yfcc15m")["url"])
+    clip_cfg = ClipConfig(arch="RN50", weights="yfcc15m", cache_dir=str(tmp_path))
+    torch.save({**fp16_exact_tiny.state_dict(), "input_resolution": torch.tensor(224)}, cached)
+    with pytest.raises(ClipWeightsMismatch, match=rf"{cached}.*model\.clip\.arch='RN50'"):
+        load_clip(clip_cfg)  # found, read, and refused: the tiny CLIP is not RN50
+    sd = _rn50_openai_constants()
+    torch.save(sd, cached)
+    b = load_clip(clip_cfg)
+    assert b.extra["resolved_path"] == str(cached)
+    loaded = b.model.state_dict()
+    for k, v in sd.items():
+        if k in loaded and loaded[k].is_floating_point():
+            assert torch.equal(loaded[k], v.float()), k
 
 
 # --------------------------------------------------------------------------- fixed text embeddings

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from t4p.config import ConfigError
+
 
 @dataclass(frozen=True)
 class ClassList:
@@ -69,4 +71,4 @@ def class_list(key: str) -> ClassList:
     try:
         return CLASS_LISTS[key]
     except KeyError:
-        raise ValueError(f"unknown class list {key!r}; expected one of {sorted(CLASS_LISTS)}") from None
+        raise ConfigError(f"unknown class list {key!r}; expected one of {sorted(CLASS_LISTS)}") from None

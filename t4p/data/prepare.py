@@ -173,10 +173,24 @@ def _run_local(jobs: list[tuple], workers: int) -> Iterator[tuple[str, dict]]:
 
 
 def read_manifest(out: str | Path) -> dict:
+    """The manifest of the cache ``out`` ({} when there is none); one that does not parse is a ``StaleCacheError``."""
     path = Path(out) / "manifest.json"
     if not path.exists():
         return {}
-    return json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise _corrupt_manifest(path, f"not valid JSON ({err})") from None
+    if not isinstance(manifest, dict):
+        raise _corrupt_manifest(path, f"a JSON {type(manifest).__name__}, not an object")
+    return manifest
+
+
+def _corrupt_manifest(path: Path, problem: str) -> StaleCacheError:
+    return StaleCacheError(
+        f"{path}: {problem}; expected the manifest `t4p data prepare` writes. The cache cannot be trusted: "
+        f"rebuild it with `t4p data prepare <format> <source> {path.parent} --force`"
+    )
 
 
 def is_complete(out: str | Path) -> bool:
@@ -208,10 +222,11 @@ def _open_manifest(out: Path, fmt: str, src: Path, settings: PrepareSettings, fo
         "units": {},
         "bad_units": {},
     }
-    old = read_manifest(out)
-    if force and old:
-        log.info("%s: --force: preparing every unit again", out)
+    if force:  # the old manifest is not read: it may be the reason for --force
+        if (out / "manifest.json").exists():
+            log.info("%s: --force: preparing every unit again", out)
         return fresh
+    old = read_manifest(out)
     if old.get("config_hash") not in (None, h):
         log.warning("%s: cache was prepared with other settings; preparing again", out)
         return fresh
@@ -280,9 +295,15 @@ def _finish(manifest: dict, fmt: str, units: list[str], settings: PrepareSetting
 def _record(
     manifest: dict, results: Iterator[tuple[str, dict]], fps: dict[str, dict], old_files: dict, out: Path, bar: tqdm
 ) -> None:
-    """Record each unit as it finishes: good ones under ``units``, bad ones (no files) under ``bad_units``."""
+    """Record each unit as it finishes: good ones under ``units``, bad ones (no files) under ``bad_units``.
+
+    A unit's ``warnings`` (``[kind, message]`` pairs its reader returns instead of logging them in a worker) are
+    logged here, the first few of each kind across all units, then a count; they are not recorded.
+    """
     notes, last_write = RepeatedWarnings(log), time.monotonic()
     for unit, entry in results:
+        for kind, message in entry.pop("warnings", []):
+            notes.warn(kind, "%s", message)
         _drop_files(out, old_files.get(unit, []), keep=entry.get("files", []))
         if "bad" in entry:
             manifest["bad_units"][unit] = {"problem": entry["bad"], "fingerprint": fps[unit]}

@@ -12,7 +12,8 @@ Frames are selected by index (``N % frame_skip == 0``); frames whose pose is non
 (ScanNet has ``-inf`` poses), whose depth has no valid pixel, or whose files are missing are
 skipped and counted by reason in a ``SkipStats``.
 
-Each camera must fit its image: positive focal lengths and the principal point inside the image.
+Each camera must fit its image: positive focal lengths and the principal point near the image centre
+(within 15% of the width and height; an image resized without its intrinsics is far from it).
 Depth is back-projected with the depth intrinsics; when ``intrinsic_depth.txt`` is missing they are
 derived only for ScanNet's own export pair (1296x968 colour, 640x480 depth: the colour intrinsics
 scaled), otherwise that is an error, as is a depth image of another size than the colour image
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 DEPTH_INVALID_MM = (0, 65535)  # 0 = no measurement; 65535 = saturated (7-Scenes, some sensors)
 SCANNET_COLOR_HW = (968, 1296)  # ScanNet's export: colour (h, w) ...
 SCANNET_DEPTH_HW = (480, 640)  # ... and depth, whose intrinsics are the colour ones scaled
+CENTRE_TOLERANCE = 0.15  # how far (a fraction of the image size) a principal point may lie from the image centre
 
 
 class RGBDFormatError(UserError, ValueError):
@@ -120,14 +122,22 @@ def _wh(hw: tuple[int, ...]) -> str:
 
 
 def check_intrinsics(K: np.ndarray, hw: tuple[int, int], k_name: str, image: str, err: type[Exception]) -> None:
-    """``K`` describes an image of ``hw``: positive finite focal lengths, principal point inside the image."""
+    """``K`` describes an image of ``hw``: positive finite focal lengths, principal point near the image centre.
+
+    Near: within ``CENTRE_TOLERANCE`` of the width (height) of ``((w - 1) / 2, (h - 1) / 2)``. Real cameras are
+    well inside that; an image resized without its intrinsics (depth halved to 320x240 while the matrix still
+    says cx 319.5) is far outside it, and would be back-projected into wrong geometry.
+    """
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     if not (np.isfinite([fx, fy]).all() and fx > 0 and fy > 0):
         raise err(f"{k_name}: focal lengths ({fx:g}, {fy:g}); expected positive numbers (pixels of {image})")
-    if not (0 < cx < hw[1] and 0 < cy < hw[0]):
+    h, w = hw
+    if not (abs(cx - (w - 1) / 2) <= CENTRE_TOLERANCE * w and abs(cy - (h - 1) / 2) <= CENTRE_TOLERANCE * h):
         raise err(
-            f"{k_name}: principal point ({cx:g}, {cy:g}) lies outside the {_wh(hw)} {image}; expected the "
-            "intrinsics of that image (0 < cx < width, 0 < cy < height)"
+            f"{k_name}: principal point ({cx:g}, {cy:g}) is not near the centre ({(w - 1) / 2:g}, {(h - 1) / 2:g}) "
+            f"of the {_wh(hw)} {image}; expected the intrinsics of that image (|cx - (w-1)/2| <= "
+            f"{CENTRE_TOLERANCE:g} w, |cy - (h-1)/2| <= {CENTRE_TOLERANCE:g} h): was the image resized without "
+            "scaling its intrinsics?"
         )
 
 

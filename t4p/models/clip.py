@@ -14,6 +14,8 @@
   tensor); or an OpenAI-format state dict (with OpenAI's ``input_resolution`` entry), whose
   architecture is inferred from the shapes by open_clip's ``build_model_from_openai_state_dict``
   (weights rounded to fp16 as OpenAI's are) and whose positional table must fit that resolution.
+  The model an OpenAI archive or state dict builds must then be ``model.clip.arch`` tensor for tensor
+  (a file missing a block would otherwise build a shallower model silently).
 - anything else: an open_clip pretrained tag for ``model.clip.arch`` (``openai``, ``yfcc15m``, ...)
   resolved from the local caches only (``~/.cache/clip`` for URL downloads, the Hugging Face hub
   cache, ``model.clip.cache_dir``). Nothing is ever downloaded.
@@ -122,16 +124,20 @@ def _tiny_model() -> CLIP:
     )
 
 
-def build_architecture(arch: str, quick_gelu: bool = False) -> CLIP:
-    """An open_clip CLIP of ``arch`` (or the tiny one) with open_clip's own random initialisation."""
+def build_architecture(arch: str, quick_gelu: bool = False, device: str = "cpu") -> CLIP:
+    """An open_clip CLIP of ``arch`` (or the tiny one) with open_clip's own random initialisation.
+
+    ``device="meta"``: tensors without data (shapes only, no time spent on the initialisation).
+    """
     if arch == TINY_ARCH:
-        return _tiny_model()
+        with torch.device(device):
+            return _tiny_model()
     if arch not in open_clip.list_models():
         raise ClipWeightsError(
             f"model.clip.arch={arch!r}: not an open_clip architecture; expected {TINY_ARCH!r} or one of "
             f"{[m for m in open_clip.list_models() if m.startswith('RN')]} (ResNet CLIPs)"
         )
-    model = open_clip.create_model(arch, force_quick_gelu=quick_gelu)
+    model = open_clip.create_model(arch, force_quick_gelu=quick_gelu, device=device)
     if not isinstance(model, CLIP) or not hasattr(model.visual, "attnpool"):
         raise ClipWeightsError(f"model.clip.arch={arch!r}: Eq. 1 needs a ResNet CLIP with an attention pool")
     return model
@@ -261,8 +267,10 @@ def _openai_format_model(path: Path, sd: dict[str, torch.Tensor]) -> CLIP:
 def load_weights_file(path: str | Path, arch: str, quick_gelu: bool = False) -> CLIP:
     """A CLIP model from a checkpoint file (see the module docstring for the formats).
 
-    A state dict in open_clip's layout must fit ``arch`` tensor for tensor (``ClipWeightsMismatch`` names the
-    first that does not); OpenAI's archive and OpenAI-format state dicts carry their own architecture.
+    The weights must fit ``arch`` tensor for tensor (``ClipWeightsMismatch`` names the first that does not):
+    a state dict in open_clip's layout before it is loaded; OpenAI's archive and OpenAI-format state dicts,
+    whose loader infers the architecture from the tensors (a missing block would build a shallower model),
+    once built.
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -272,14 +280,23 @@ def load_weights_file(path: str | Path, arch: str, quick_gelu: bool = False) -> 
         )
     if _reading(path, lambda: is_torchscript_archive(path)):
         # OpenAI's archive: only open_clip's loader reads it (rebuilds a plain nn.Module).
-        return _reading(path, lambda: open_clip.load_openai_model(str(path), precision="fp32", device="cpu"))
+        model = _reading(path, lambda: open_clip.load_openai_model(str(path), precision="fp32", device="cpu"))
+        return _fitting_arch(path, model, arch)
     sd = _reading(path, lambda: _read_state_dict(path))
     sd.pop("attn_mask", None)  # a constant buffer the model builds itself
     if "input_resolution" in sd:
-        return _openai_format_model(path, sd)
+        return _fitting_arch(path, _openai_format_model(path, sd), arch)
     model = build_architecture(arch, quick_gelu=quick_gelu)
     check_weights_fit(path, model.state_dict(), sd, f"model.clip.arch={arch!r}")
     model.load_state_dict(sd)
+    return model
+
+
+def _fitting_arch(path: Path, model: CLIP, arch: str) -> CLIP:
+    """``model`` (built from the shapes of the weights in ``path``) after checking it is ``arch``, tensor for
+    tensor."""
+    own = build_architecture(arch, device="meta").state_dict()  # shapes only
+    check_weights_fit(path, own, model.state_dict(), f"model.clip.arch={arch!r}")
     return model
 
 
