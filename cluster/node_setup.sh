@@ -15,15 +15,13 @@ fi
 mkdir -p "$T4P_SHARED"/{stages,mlflow,cache}
 
 if [[ "$role" == head ]]; then
-  # The head has the CUDA toolkit but no GPU: force the CUDA build for the workers' archs, once.
-  T4P_ME_CUDA=1 make setup
+  # The head has the CUDA toolkit but no GPU: force the CUDA build for the workers' archs, once, on
+  # all its cores. scripts/build_minkowski.sh leaves DONE or FAILED beside the wheel's cache key.
+  T4P_ME_CUDA=1 MAX_JOBS="$(nproc)" make setup
+elif cluster/wait_for_wheel.sh "$T4P_CACHE"; then
+  make setup  # installs the head's wheel from the shared cache (seconds)
 else
-  # Workers wait for the head's wheel in the shared cache instead of each building for 25-40 min.
-  for _ in $(seq 1 120); do
-    ls "$T4P_CACHE"/wheels/*cu*/MinkowskiEngine-*.whl >/dev/null 2>&1 && break
-    echo "waiting for the head's MinkowskiEngine wheel in $T4P_CACHE/wheels"; sleep 30
-  done
-  make setup
+  make setup-core  # the head's build failed (or never came): the torch backend, no 25-40 min build here
 fi
 
 line="export PATH=$PWD/.venv/bin:\$PATH; set -a; source $PWD/cluster/cluster.env; set +a"

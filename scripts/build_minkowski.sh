@@ -94,6 +94,7 @@ build() {
   mkdir -p "$CACHE/logs" "$CACHE/sdist" "$wheel_dir" "$CACHE/build/$key"
   : > "$log"
 
+  rm -f "$wheel_dir/FAILED" "$wheel_dir/DONE"
   ensure_openblas || { say "cannot install libopenblas-dev (apt-get failed)"; return 1; }
   local sdist="$CACHE/sdist/MinkowskiEngine-$ME_VERSION.tar.gz"
   if [[ ! -f "$sdist" ]]; then
@@ -134,6 +135,7 @@ build() {
   cat "$log.compile" >>"$log" && rm -f "$log.compile"
   # setuptools may spell the file name in lower case (minkowskiengine-0.5.4-...).
   cp "$tree"/dist/*.whl "$wheel_dir/" || return 1
+  echo "built on $(hostname) at $(date -u +%FT%TZ)" >"$wheel_dir/DONE"  # cluster/wait_for_wheel.sh
   rm -rf "$CACHE/build/$key"
   say "built $(basename "$(ls "$wheel_dir"/*.whl)") in $((SECONDS - START)) s"
 }
@@ -143,6 +145,7 @@ if build && install_cached_wheel; then
 fi
 log="$CACHE/logs/minkowski-$key.log"
 say "WARNING: MinkowskiEngine build failed; the 'torch' sparse backend still works."
+mkdir -p "$wheel_dir" && echo "build failed on $(hostname) at $(date -u +%FT%TZ); log: $log" >"$wheel_dir/FAILED"
 say "cause (last lines of $log):"
 tail -n 15 "$log" 2>/dev/null | sed 's/^/    /' || true
 exit 0
