@@ -1,16 +1,21 @@
-"""Run the paper's ablation grid (Tables 5/6 + App. C rows x seeds) as one Ray Tune experiment.
+"""Run an ablation grid (rows x seeds; default the paper's Tables 5/6 + App. C, or --grid FILE) as one Ray Tune
+experiment.
 
 Each trial is a Ray Train DDP fit of the plain training loop; the distinct pre-trainings the
 rows need run first (and are reused across sweeps); every run lands in MLflow; the sweep ends
 with a paper-style report.
 
+examples:
     python sweeps/ablation.py --rows T5-1,T5-5 --seeds 0,1         # local Ray
     ray job submit -- python sweeps/ablation.py                    # on a running cluster
     python sweeps/ablation.py --dry-run                            # the plan and an estimate
+    python sweeps/ablation.py --dry-run --seeds-from t4p-pilot     # + the seeds a finished pilot sweep says you need
     python sweeps/ablation.py --resume                             # continue an interrupted sweep
     python sweeps/ablation.py --benchmark insseg                        # the grid on S3DIS instance segmentation
     python sweeps/ablation.py --benchmark det-sunrgbd                   # ... on VoteNet detection (or det-scannet)
     python sweeps/ablation.py --demo                               # tiny synthetic grid (make demo)
+    python sweeps/ablation.py --grid sweeps/grids/example.yaml     # your own grid of rows (README: Your own grid)
+    python sweeps/ablation.py --config config.json --seeds 3,4     # replay a logged config (MLflow artifact)
 """
 
 from __future__ import annotations
@@ -19,10 +24,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from t4p.errors import run_command
+from t4p.errors import UserError, run_command
 from t4p.sweep.benchmarks import benchmark
-from t4p.sweep.cli import add_common_args, build_configs, setup_logging
-from t4p.sweep.plan import check_rows
+from t4p.sweep.cli import add_common_args, build_configs, mlflow_ui_hint, setup_logging
+from t4p.sweep.plan import check_rows, sweep_grid
 
 # The demo: all 7 rows x 2 seeds on synthetic scenes with the tiny random CLIP, sized so the
 # 14 fine-tunings + 6 pre-trainings finish in minutes on 2 cores (few steps: each fit's fixed
@@ -48,11 +53,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--demo", action="store_true",
                         help="the benchmark's smoke recipe + smoke_pretrain, all rows, seeds 0,1, local Ray, sqlite "
                         "MLflow")
+    parser.add_argument("--seeds-from", metavar="EXPERIMENT", default=None,
+                        help="with --dry-run: from the newest finished ablation sweep of EXPERIMENT (a pilot), the "
+                        "seeds that would resolve the paper's deltas at its observed spread (reads MLflow, creates "
+                        "nothing)")
     return parser
+
+
+def plan_seeds(experiment: str, cfg) -> str:
+    """``--seeds-from``: the seeds plan from a pilot sweep; a missing store or experiment is a UserError (exit 2)."""
+    from t4p.sweep.report import seeds_plan  # imports MLflow: after --help
+    from t4p.tracking import Tracker, resolve_uri
+
+    return seeds_plan(Tracker.existing(resolve_uri(cfg, create=False), experiment))
 
 
 def run(args: argparse.Namespace) -> int:
     setup_logging(args.verbose)
+    if args.seeds_from and not args.dry_run:
+        raise UserError("--seeds-from plans seeds for a --dry-run: add --dry-run")
     extra = []
     if args.demo:
         spec = benchmark(args.benchmark or "semseg")
@@ -60,8 +79,9 @@ def run(args: argparse.Namespace) -> int:
         args.overrides = [*[f"pretrain.{o}" for o in DEMO_PRETRAIN], *args.overrides]
         extra = [*spec.demo_overrides, *DEMO_FINETUNE]
     ft, pt = build_configs(args, extra)  # a ConfigError names the key: one line, exit code 2 (run_command)
-    check_rows(ft.sweep.rows)
+    check_rows(ft.sweep.rows, sweep_grid(ft))  # a bad grid file or row: one line naming it, before Ray starts
     assert pt is not None  # build_configs gives a pre-training config whenever --pretrain-recipe exists (here)
+    seeds = plan_seeds(args.seeds_from, ft) if args.seeds_from else ""  # before the plan: a bad name fails fast
 
     from t4p.sweep.driver import run_ablation, summary_json  # imports Ray: after --help
 
@@ -70,12 +90,14 @@ def run(args: argparse.Namespace) -> int:
               "comparable to the paper's.", flush=True)
     summary = run_ablation(ft, pt, step_time_s=args.step_time, num_cpus=args.num_cpus)
     if summary.get("dry_run"):
+        if seeds:
+            print(seeds, flush=True)
         return 0
     print(summary_json(summary), flush=True)
     if summary.get("report"):
         print(f"report: {summary['report']}")
     if summary.get("tracking_uri"):
-        print(f"open the runs: mlflow ui --backend-store-uri {summary['tracking_uri']} --host 127.0.0.1")
+        print(mlflow_ui_hint(summary["tracking_uri"]))
     return 0 if summary["completed"] else 3
 
 

@@ -3,11 +3,14 @@
 Each trial is a Ray Train DDP fit evaluated on a validation split of the training data (never
 the test area); the best config is then trained and evaluated once on the test split.
 
+examples:
     python sweeps/search.py --trials 16 --max-concurrent 2
     python sweeps/search.py --param optim.lr=log:1e-3:0.3 --param model.n_ctx=choice:4,8,16
     python sweeps/search.py --benchmark insseg               # instance segmentation, optimises val_map50
+    python sweeps/search.py --rows T5-5 --seeds 1       # tune one row of the grid (from its pre-training), seed 1
     python sweeps/search.py --resume                   # continue an interrupted search
     ray job submit -- python sweeps/search.py          # on a running cluster
+    python sweeps/search.py --config config.json --trials 8   # search around a logged config (MLflow artifact)
 """
 
 from __future__ import annotations
@@ -19,13 +22,13 @@ from pathlib import Path
 
 from t4p.errors import run_command
 from t4p.sweep.benchmarks import benchmark
-from t4p.sweep.cli import add_common_args, build_configs, setup_logging
+from t4p.sweep.cli import add_common_args, build_configs, mlflow_ui_hint, setup_logging, split_overrides
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=Path(__file__).name, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(parser, pretrain_recipe=None)
+    add_common_args(parser, pretrain_recipe="pretrain_scannet")  # for a --rows row that needs pre-training
     parser.add_argument("--param", action="append", default=[], metavar="KEY=DOMAIN",
                         help="search domain, e.g. optim.lr=log:1e-3:0.3, loss.aux_tau=uniform:0.03:0.2, "
                              "model.n_ctx=choice:4,8,16 (default: lr, weight decay, aux tau, n_ctx, TQM alpha/beta)")
@@ -40,19 +43,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     setup_logging(args.verbose)
-    cfg, _ = build_configs(args)  # a ConfigError names the key: one line, exit code 2 (run_command)
+    cfg, pt = build_configs(args)  # a ConfigError names the key: one line, exit code 2 (run_command)
     metric = args.metric or benchmark(cfg.sweep.benchmark).search_metric
 
-    from t4p.sweep.search import default_space, parse_domain, parse_start, run_search  # imports Ray: after --help
+    from t4p.sweep.search import (  # imports Ray: after --help
+        check_pretrain_overrides,
+        default_space,
+        parse_domain,
+        parse_start,
+        run_search,
+        search_seed,
+    )
 
+    # --rows: at most one row of the grid; --seeds: one integer (train.seed); pretrain.KEY: only for a pre-trained row
+    cfg = search_seed(cfg, args.seeds)
+    check_pretrain_overrides(cfg, split_overrides(args.overrides)[1])
     # a bad --param / --start is a ConfigError naming the item: nothing is written
     space = dict(parse_domain(p) for p in args.param) if args.param else default_space()
     starts = [parse_start(item, space) for item in args.start]
     out = run_search(cfg, space, metric=metric, mode=args.mode, num_cpus=args.num_cpus,
-                     evaluate_test=not args.no_test, step_time_s=args.step_time, start_points=starts)
-    print(json.dumps(out, indent=2, default=str))
+                     evaluate_test=not args.no_test, step_time_s=args.step_time, start_points=starts, pretrain=pt)
+    print(json.dumps({k: v for k, v in out.items() if k != "config"}, indent=2, default=str))
     if out.get("tracking_uri"):
-        print(f"open the runs: mlflow ui --backend-store-uri {out['tracking_uri']} --host 127.0.0.1")
+        print(mlflow_ui_hint(out["tracking_uri"]))
     return 0 if out.get("dry_run") or out.get("completed") else 3
 
 

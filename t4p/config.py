@@ -14,11 +14,13 @@ import functools
 import hashlib
 import json
 import math
+import os
 import types
 import typing
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -253,12 +255,14 @@ class SweepConfig:
     experiment: str = "t4p-ablation"
     # what the trials fine-tune and are scored on: a train.task on one dataset (t4p.sweep.benchmarks)
     benchmark: Literal["semseg", "insseg", "det-sunrgbd", "det-scannet"] = "semseg"
-    rows: tuple[str, ...] = ()  # () = every row of the grid (t4p.sweep.rows), in its order
+    grid: str = ""  # ablation grid file (t4p.sweep.rows.load_grid); "" = the paper's Tables 5/6 + App. C
+    rows: tuple[str, ...] = ()  # () = every row of the grid, in its order
     seeds: tuple[int, ...] = (0, 1, 2)
     workers_per_trial: int = 1
     gpus_per_trial: float = 0.0
     cpus_per_worker: float = 1.0
-    max_concurrent: int = 2
+    max_concurrent: int = 0  # trials at once; 0 = as many as the cluster's CPUs/GPUs allow (per trial's request)
+    checkpoints_to_keep: int = 2  # per trial, the newest ones (a resume needs only the last)
     trials: int = 16
     val_fraction: float = 0.2  # searches: data.val_fraction of their trials (unless data.val_areas is set)
     asha_grace_steps: int = 1
@@ -484,6 +488,27 @@ def from_json(text: str, base: Config | None = None) -> Config:
     return from_flat_dict(_flatten(data), base)
 
 
+CONFIG_FILE = "config.json"  # what the loop writes into train.out_dir and tracking logs as an artifact
+
+
+def read_config_file(path: str | os.PathLike, base: Config | None = None) -> Config:
+    """A logged config (``--config``): a ``config.json`` (nested or flat, ``from_json``) or a run folder
+    holding one; its keys replace ``base``'s (default ``Config()``). Errors name the file."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CONFIG_FILE
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"config file {path} does not exist or cannot be read ({err.strerror})") from err
+    try:
+        return from_json(text, base)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: not a JSON config (line {err.lineno} column {err.colno}: {err.msg})") from err
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err
+
+
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
@@ -549,10 +574,10 @@ def training_differences(saved: Config, cfg: Config) -> dict[str, tuple[Any, Any
 
 # Ranges of single settings, by dotted key (every float setting must also be finite; every ``*_every``
 # cadence is >= 1, see ``_range_rules``): (keys, test, what was expected).
-_POSITIVE = ("data.voxel_size", "data.corr_depth_tol", "loss.tau", "loss.aux_tau", "optim.lr", "train.batch_size", "train.grad_accum",
-             "insseg.min_region_size", "sweep.workers_per_trial")
+_POSITIVE = ("data.voxel_size", "data.corr_depth_tol", "loss.tau", "loss.aux_tau", "optim.lr", "train.batch_size",
+             "train.grad_accum", "insseg.min_region_size", "sweep.workers_per_trial", "sweep.checkpoints_to_keep")
 _AT_LEAST_ONE = ("data.frame_skip", "data.image_height", "data.image_width")
-_NON_NEGATIVE = ("loss.aux_range", "sweep.gpus_per_trial")
+_NON_NEGATIVE = ("loss.aux_range", "sweep.gpus_per_trial", "sweep.max_concurrent")
 _FRACTIONS = ("data.val_fraction", "sweep.val_fraction")
 
 
@@ -603,10 +628,29 @@ def check_no_credentials(cfg: Config) -> None:
             check_uri_has_no_credentials(f"config key {key!r}", value)
 
 
+SHARED_PATH_KEYS = ("sweep.storage_path", "sweep.stage_store")
+
+
+def check_shared_paths(cfg: Config) -> None:
+    """A sweep's storage is a file system path, never a URI: the driver and the trials keep the sweep state, the
+    Optuna study, stage locks, data caches and reports there with plain file operations (``os.replace``, lock
+    files, sqlite), which an object store cannot give."""
+    flat = to_flat_dict(cfg)
+    for key in SHARED_PATH_KEYS:
+        value = flat[key]
+        if "://" in value:
+            raise ConfigError(
+                f"config key {key!r}: {value!r} is a URI; expected a file system path that every node of the "
+                "cluster sees (a shared mount, e.g. /mnt/t4p/ray_results on EFS/NFS: cluster/cluster.env), because "
+                "sweep state, stage locks and the Optuna database need a real file system"
+            )
+
+
 def validate(cfg: Config) -> Config:
     """Single-setting ranges (``check_ranges``) and cross-field checks; raises ``ConfigError`` naming the keys."""
     check_ranges(cfg)
     check_no_credentials(cfg)
+    check_shared_paths(cfg)
     m = cfg.model
     if m.prompt_learning and m.text_source == "random":
         raise ConfigError(

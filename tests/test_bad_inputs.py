@@ -169,6 +169,13 @@ CASES: dict[str, Case] = {
         lambda b: ["--recipe", "smoke_semseg", "--rows", "T5-1", "--dry-run", "--tracking-uri",
                    "https://alice:pw1234@mlflow.example.org", "--storage-path", str(b.root / "ray")],
         lambda b: ["'tracking.uri'", "credentials", "MLFLOW_TRACKING_USERNAME"], entry="ablation"),
+    "sweep-storage-path-uri": Case(  # issue 18: was turned into a local path ./s3:/bucket/x
+        lambda b: ["--recipe", "smoke_semseg", "--rows", "T5-1", "--dry-run", "--storage-path", "s3://bucket/x"],
+        lambda b: ["'sweep.storage_path'", "'s3://bucket/x'", "file system path"], entry="ablation"),
+    "sweep-stage-store-uri": Case(
+        lambda b: ["--recipe", "smoke_semseg", "--dry-run", "--storage-path", str(b.root / "ray"),
+                   "--stage-store", "gs://bucket/stages"],
+        lambda b: ["'sweep.stage_store'", "'gs://bucket/stages'", "file system path"], entry="search"),
     "sweep-unparsable-param": Case(
         lambda b: ["--recipe", "smoke_semseg", "--param", "optim.lr=log:abc:0.3", "--dry-run",
                    "--storage-path", str(b.root / "ray")],

@@ -121,9 +121,16 @@ def test_credentials_inside_uris_are_refused_without_echoing_them(override):
 
 
 def test_uris_without_credentials_are_accepted():
-    cfg = apply_overrides(Config(), ["tracking.uri=https://mlflow.example.org:5000", "sweep.storage_path=s3://b/ray",
+    cfg = apply_overrides(Config(), ["tracking.uri=https://mlflow.example.org:5000", "sweep.storage_path=/mnt/t4p/r",
                                      "tracking.uri=sqlite:////tmp/x@y/mlflow.db"])
-    assert cfg.sweep.storage_path == "s3://b/ray"
+    assert cfg.sweep.storage_path == "/mnt/t4p/r" and cfg.tracking.uri == "sqlite:////tmp/x@y/mlflow.db"
+
+
+def test_sweep_storage_is_a_file_system_path_not_a_uri():
+    """Issue 18: s3://b/x became the local path ./s3:/b/x; the sweep's state needs a real file system."""
+    for key in ("sweep.storage_path", "sweep.stage_store"):
+        with pytest.raises(ConfigError, match=f"'{key}': 's3://b/ray' is a URI; expected a file system path"):
+            apply_overrides(Config(), [f"{key}=s3://b/ray"])
 
 
 def test_config_error_is_a_user_error_and_a_value_error():

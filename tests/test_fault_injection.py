@@ -94,3 +94,7 @@ def test_killed_ray_train_worker_resumes_from_its_checkpoint(tmp_path):
     history = MlflowClient(uri).get_metric_history(run.info.run_id, "resumed_from_step")
     assert sorted({int(m.value) for m in history}) == [0, 4]  # the first worker group, then the restarted one
     assert "SIGKILLs itself" in out.stdout + out.stderr
+    # checkpoints at steps 2, 4 and 6; Ray keeps the newest sweep.checkpoints_to_keep = 2 of them (issue 18)
+    fit_dir = tmp_path / "ray_results" / run.data.tags["ray_train_run"]
+    kept = sorted(p.name for p in fit_dir.glob("checkpoint_*") if p.is_dir())
+    assert len(kept) == 2, kept

@@ -110,6 +110,10 @@ def test_scripts_help_and_dry_run_plan_without_side_effects(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "fine-tuning trials: 14" in out.stdout and "distinct pre-trainings: 6 (6 to run)" in out.stdout
     assert "Ray Train fits: 20" in out.stdout and "cpu_hours" in out.stdout
+    # where everything will go (issue 18): absolute paths under the folder it was started in
+    assert f"trial checkpoints and results (Ray storage): {tmp_path.resolve() / 'ray_results'}" in out.stdout
+    assert f"pre-training stages: {tmp_path.resolve() / 't4p_stages'}" in out.stdout
+    assert f"sweep state: {tmp_path.resolve() / 'ray_results' / 't4p_sweeps' / 't4p-demo-ablation.json'}" in out.stdout
     assert list(tmp_path.iterdir()) == [], "a dry run must not write anything"
 
 
@@ -195,3 +199,27 @@ def test_default_rows_are_the_whole_grid_so_a_new_row_is_one_edit(tmp_path):
         assert [t.row for t in plan_ablation(ft, pt, StageStore(tmp_path / "stages")).trials][-1] == "X"
     finally:
         del ABLATION_ROWS["X"]
+
+
+def test_concurrency_defaults_to_what_the_cluster_allows():
+    """sweep.max_concurrent=0 (the default) leaves the limit to the trials' resource requests (issue 18: a fixed 2
+    capped a 32-GPU cluster at two trials); a negative value is a config error."""
+    from t4p.config import ConfigError, apply_overrides
+    from t4p.recipes import get_recipe
+    from t4p.sweep.driver import concurrency_text, max_concurrent
+
+    cfg = get_recipe("s3dis_semseg")
+    assert cfg.sweep.max_concurrent == 0
+    assert concurrency_text(cfg) == "as many as the cluster's resources allow"
+    cluster = {"CPU": 64.0, "GPU": 32.0}
+    assert max_concurrent(cfg, cluster) == 64  # one worker of one CPU per trial
+    assert max_concurrent(apply_overrides(cfg, ["sweep.gpus_per_trial=1"]), cluster) == 32
+    assert max_concurrent(apply_overrides(cfg, ["sweep.gpus_per_trial=0.5"]), cluster) == 64
+    assert max_concurrent(apply_overrides(cfg, ["sweep.workers_per_trial=2", "sweep.cpus_per_worker=0.5"]),
+                          {"CPU": 3.0}) == 3
+    assert max_concurrent(apply_overrides(cfg, ["sweep.gpus_per_trial=4"]), {"CPU": 8.0, "GPU": 2.0}) == 1
+    assert max_concurrent(apply_overrides(cfg, ["sweep.max_concurrent=3"]), cluster) == 3
+    with pytest.raises(ConfigError, match="sweep.max_concurrent"):
+        get_recipe("s3dis_semseg", ["sweep.max_concurrent=-1"])
+    with pytest.raises(ConfigError, match="sweep.checkpoints_to_keep"):
+        get_recipe("s3dis_semseg", ["sweep.checkpoints_to_keep=0"])

@@ -51,7 +51,7 @@ def test_ablation_grid_ddp_interrupt_resume_and_report(tmp_path):
         deadline = time.time() + 1200  # generous: fits take minutes on a loaded 2-core box
         while time.time() < deadline and proc.poll() is None:
             time.sleep(3)
-            if not (tmp_path / "ray_results" / "t4p_sweeps" / "grid.json").exists():
+            if not (tmp_path / "ray_results" / "t4p_sweeps" / "grid-ablation.json").exists():
                 continue  # the driver writes it after creating the store: never race its migrations
             try:
                 runs = mlflow_runs(uri, "grid")
@@ -108,24 +108,32 @@ def test_ablation_grid_ddp_interrupt_resume_and_report(tmp_path):
 
 
 def test_optuna_search_with_asha(tmp_path):
+    """ASHA stops a trial; the search tunes row T5-3, so its pre-training runs first and every trial starts from it."""
     cmd = [
         sys.executable, str(REPO / "sweeps" / "search.py"), "--recipe", "smoke_semseg", "--experiment", "search",
         "--trials", "4", "--max-concurrent", "2", "--workers-per-trial", "1", "--cpus-per-worker", "1",
-        "--num-cpus", "2", "--no-test",
+        "--num-cpus", "2", "--no-test", "--rows", "T5-3", "--pretrain-recipe", "smoke_pretrain",
         # The reported lr is monotone in the trial's lr, and the first three trials come in descending
         # lr: the third starts only after one of the first two has recorded rung 2 with a higher lr, so
         # ASHA (reduction 2) must stop it there, whatever order the two concurrent trials report in.
         "--metric", "lr", "--param", "optim.lr=log:1e-4:0.5",
         "--start", "optim.lr=0.5", "--start", "optim.lr=0.05", "--start", "optim.lr=0.0005",
         "train.max_steps=6", "train.eval_every=2", "train.checkpoint_every=2", "train.num_threads=1",
+        *[f"pretrain.{o}" for o in TINY],
     ]
     out = subprocess.run(cmd, cwd=tmp_path, env=script_env(), capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     assert "best config (lr = " in out.stdout
+    assert "starts from the pre-trained checkpoint of row T5-3: stage " in out.stdout + out.stderr
     runs = mlflow_runs(f"sqlite:///{tmp_path}/mlruns/mlflow.db", "search")
     parent = next(r for r in runs if r.data.tags.get("stage") == "sweep")
     trials = [r for r in runs if r.data.tags.get("stage") == "finetune"]
     assert len(trials) == 4
+    (pre,) = [r for r in runs if r.data.tags.get("stage") == "pretrain"]
+    stage = pre.data.tags["stage_hash"]
+    assert parent.data.tags["pretrain_stage"] == stage
+    assert {r.data.params["finetune.init"] for r in trials} == {str(tmp_path / "t4p_stages" / stage)}
+    assert all(r.data.params["model.tqm"] == "True" for r in trials)  # the row's fine-tuning overrides
     third = next(r for r in trials if abs(float(r.data.params["optim.lr"]) - 0.0005) < 1e-12)
     assert third.data.tags.get("early_stopped") == "true", "ASHA did not stop the third (lowest-lr) start point"
     assert third.data.tags.get("stopped_at_step") == "2"
@@ -179,7 +187,7 @@ def test_sigterm_closes_every_run_and_resume_finishes_without_duplicates(tmp_pat
         deadline = time.time() + 600
         while time.time() < deadline and proc.poll() is None and not running:
             time.sleep(1)
-            if not (tmp_path / "ray_results" / "t4p_sweeps" / "term.json").exists():
+            if not (tmp_path / "ray_results" / "t4p_sweeps" / "term-ablation.json").exists():
                 continue  # the driver writes it after creating the store
             runs = mlflow_runs(uri, "term")
             running = [r for r in runs if r.data.tags.get("stage") == "finetune" and r.info.status == "RUNNING"]

@@ -12,11 +12,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 from collections.abc import Sequence
 
-from t4p.config import Config, to_flat_dict
-from t4p.errors import add_debug_flag
-from t4p.recipes import get_recipe
+from t4p.config import Config, ConfigError, to_flat_dict
+from t4p.errors import add_debug_flag, command_path
+from t4p.recipes import get_config, get_recipe
 from t4p.sweep.benchmarks import BENCHMARKS, benchmark, check_benchmark
 from t4p.sweep.rows import ABLATION_ROWS
 
@@ -26,8 +27,11 @@ SWEEP_FLAGS = {
                     f"what the trials fine-tune and are scored on: {', '.join(BENCHMARKS)} (picks the recipe; "
                     "default semseg; --task is the old name)"),
     "--experiment": ("sweep.experiment", "MLflow experiment and Tune experiment prefix"),
-    "--rows": ("sweep.rows", f"comma-separated ablation rows (default all: {','.join(ABLATION_ROWS)})"),
-    "--seeds": ("sweep.seeds", "comma-separated seeds"),
+    "--grid": ("sweep.grid", "a grid file of named rows (YAML, see sweeps/grids/; default the paper's Tables 5/6 + "
+                             "App. C)"),
+    "--rows": ("sweep.rows", f"comma-separated rows of the grid (default all: {','.join(ABLATION_ROWS)}; a search "
+                             "tunes one row, from its pre-training when it has one)"),
+    "--seeds": ("sweep.seeds", "comma-separated seeds (a search: one, its train.seed)"),
     "--workers-per-trial": ("sweep.workers_per_trial", "DDP workers per trial"),
     "--gpus-per-trial": ("sweep.gpus_per_trial", "GPUs per trial (fractions allowed), split over its workers"),
     "--cpus-per-worker": ("sweep.cpus_per_worker", "CPUs per DDP worker (fractions allowed)"),
@@ -43,6 +47,10 @@ SWEEP_FLAGS = {
 def add_common_args(parser: argparse.ArgumentParser, pretrain_recipe: str | None) -> None:
     recipes = ", ".join(f"{name}: {spec.recipe}" for name, spec in BENCHMARKS.items())
     parser.add_argument("--recipe", default=None, help=f"fine-tuning recipe (default: the --benchmark's; {recipes})")
+    parser.add_argument("--config", metavar="FILE", default=None,
+                        help="replay a logged fine-tuning config: a config.json (a run folder's, or an MLflow run's "
+                             "artifact, e.g. a sweep's parent run) or the run folder; its keys replace the recipe's, "
+                             "flags and KEY=VALUE go on top")
     if pretrain_recipe:
         parser.add_argument("--pretrain-recipe", default=pretrain_recipe,
                             help=f"pre-training recipe (default {pretrain_recipe})")
@@ -82,16 +90,28 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def build_configs(args: argparse.Namespace, extra: Sequence[str] = ()) -> tuple[Config, Config | None]:
-    """Fine-tuning config (recipe + extra + flags + overrides) and pre-training config (or None)."""
+    """Fine-tuning config (recipe or --config + extra + flags + overrides) and pre-training config (or None).
+
+    With ``--config`` the recipe is only the base for keys the file lacks (``t4p.recipes.get_config``).
+    """
     ft_over, pt_over = split_overrides(args.overrides)
     recipe = args.recipe or benchmark(args.benchmark or "semseg").recipe
-    ft = get_recipe(recipe, [*extra, *ft_over, *flag_overrides(args)])
+    ft = get_config(recipe, getattr(args, "config", None), [*extra, *ft_over, *flag_overrides(args)])
     check_benchmark(ft)
     pt = None
     if getattr(args, "pretrain_recipe", None):
         shared = [f"{k}={_text(v)}" for k, v in to_flat_dict(ft).items() if k.startswith(("sweep.", "tracking."))]
-        pt = get_recipe(args.pretrain_recipe, [*shared, *pt_over])
+        try:
+            pt = get_recipe(args.pretrain_recipe, [*shared, *pt_over])
+        except ConfigError as err:  # say which config: "unknown config key 'optim.lrr'" alone points at fine-tuning
+            raise ConfigError(f"pre-training config ({args.pretrain_recipe}, pretrain.KEY=VALUE): {err}") from None
     return ft, pt
+
+
+def mlflow_ui_hint(tracking_uri: str) -> str:
+    """The line a sweep ends with: the MLflow UI on its store, runnable as printed (no venv activation needed)."""
+    mlflow = command_path("mlflow")
+    return f"open the runs: {mlflow} ui --backend-store-uri {shlex.quote(tracking_uri)} --host 127.0.0.1"
 
 
 def _text(value) -> str:

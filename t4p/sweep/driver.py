@@ -11,9 +11,10 @@
    each trial loading its pre-training by key through ``finetune.init``;
 5. the report (Markdown, CSV, PNG) logged to the parent run.
 
-An interrupted sweep (SIGINT, SIGKILL, lost head) is continued with ``--resume``: the sweep id
-and its configs are read back from ``<storage>/t4p_sweeps/<experiment>.json``, Tune restores the
-grid (finished trials are not rerun), and every MLflow run is reopened rather than duplicated.
+An interrupted sweep (SIGINT, SIGKILL, lost head) is continued with ``--resume``: the sweep id,
+its configs and its grid's rows are read back from ``<storage>/t4p_sweeps/<experiment>-<kind>.json``
+(one file per experiment and sweep kind, ablation or search, so the two never collide), Tune restores
+the grid (finished trials are not rerun), and every MLflow run is reopened rather than duplicated.
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ from ray import tune
 
 from t4p.config import Config, from_flat_dict, to_flat_dict
 from t4p.data.datasets import open_cache, resolve_schedule
+from t4p.errors import UserError
 from t4p.io import write_json
-from t4p.sweep.plan import Plan, check_rows, describe, plan_ablation
+from t4p.sweep.plan import Plan, check_rows, describe, plan_ablation, sweep_grid
 from t4p.sweep.report import write_report
+from t4p.sweep.rows import grid_from_data, grid_to_data
 from t4p.sweep.stages import StageStore
 from t4p.sweep.trial import SweepContext, finetune_trainable, pretrain_trainable
 from t4p.tracking import Tracker, dump_json, resolve_uri, run_tags
@@ -92,6 +95,8 @@ def resolve_paths(cfg: Config) -> Config:
     """Absolute ``sweep.storage_path`` and ``sweep.stage_store`` (trials run in other directories)."""
     cfg.sweep.storage_path = _abs(cfg.sweep.storage_path, "ray_results")
     cfg.sweep.stage_store = _abs(cfg.sweep.stage_store, "t4p_stages")
+    if cfg.sweep.grid:  # recorded as it was found (MLflow params, state file); trials use the saved rows
+        cfg.sweep.grid = _abs(cfg.sweep.grid, "")
     return cfg
 
 
@@ -115,22 +120,76 @@ def warm_data(*cfgs: Config) -> None:
             open_cache(cfg)
 
 
-def _state_file(cfg: Config) -> Path:
+class NoSweepToResume(UserError, FileNotFoundError):
+    """``--resume`` found no state file of this experiment and sweep kind."""
+
+
+def _state_file(cfg: Config, kind: str) -> Path:
+    """``<storage>/t4p_sweeps/<experiment>-<kind>.json``: one per experiment and sweep kind (ablation | search)."""
+    return Path(cfg.sweep.storage_path) / "t4p_sweeps" / f"{cfg.sweep.experiment}-{kind}.json"
+
+
+def max_concurrent(cfg: Config, resources: dict[str, float] | None = None) -> int:
+    """Tune's ``max_concurrent_trials``: ``sweep.max_concurrent``, or, when it is 0, as many trials as the
+    cluster's resources (``ray.cluster_resources()`` when not given) hold: GPUs / gpus_per_trial, else CPUs /
+    (workers_per_trial x cpus_per_worker); at least 1. Trials beyond that would only wait inside their fit."""
+    s = cfg.sweep
+    if s.max_concurrent:
+        return s.max_concurrent
+    res = ray.cluster_resources() if resources is None else resources
+    if s.gpus_per_trial > 0:
+        fits = res.get("GPU", 0.0) / s.gpus_per_trial
+    else:
+        fits = res.get("CPU", 0.0) / (s.workers_per_trial * s.cpus_per_worker)
+    n = max(1, int(fits + 1e-9))
+    log.info("sweep.max_concurrent=0: %d trials at once (what the cluster's resources hold)", n)
+    return n
+
+
+def concurrency_text(cfg: Config) -> str:
+    return f"<= {cfg.sweep.max_concurrent}" if cfg.sweep.max_concurrent else "as many as the cluster's resources allow"
+
+
+def destinations(cfg: Config, kind: str) -> str:
+    """Where a sweep writes (the ``--dry-run`` text): every path must be one that all nodes see."""
+    storage = Path(cfg.sweep.storage_path)
+    return "\n".join([
+        f"trial checkpoints and results (Ray storage): {storage}",
+        f"pre-training stages: {cfg.sweep.stage_store}",
+        f"sweep state: {_state_file(cfg, kind)}",
+        f"reports: {storage / 'reports'}/<sweep id>",
+        f"tracking: {cfg.tracking.uri or '$MLFLOW_TRACKING_URI, else sqlite under the current folder'}",
+    ])
+
+
+def _old_state_file(cfg: Config) -> Path:
+    """Where every sweep kind of an experiment kept its state before issue 19 (the last one overwrote it)."""
     return Path(cfg.sweep.storage_path) / "t4p_sweeps" / f"{cfg.sweep.experiment}.json"
 
 
-def save_state(cfg: Config, ctx: SweepContext, extra: dict) -> None:
+def save_state(cfg: Config, ctx: SweepContext, kind: str, extra: dict) -> None:
     context = {k: v for k, v in asdict(ctx).items() if k != "loop_fn"}
-    write_json(_state_file(cfg), {"context": context, **extra}, default=list)
+    write_json(_state_file(cfg, kind), {"context": context, **extra, "kind": kind}, default=list)
 
 
-def load_state(cfg: Config) -> dict:
-    path = _state_file(cfg)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"--resume: no interrupted sweep of experiment {cfg.sweep.experiment!r} at {path}"
-        )
-    return json.loads(path.read_text())
+def load_state(cfg: Config, kind: str) -> dict:
+    """The saved state of the interrupted ``kind`` sweep (ablation | search) of ``cfg.sweep.experiment``.
+
+    A state file of the old name (``<experiment>.json``) is read when it was written by the same kind of sweep.
+    """
+    path, old = _state_file(cfg, kind), _old_state_file(cfg)
+    what = f"--resume: no interrupted {kind} of experiment {cfg.sweep.experiment!r} at {path}"
+    if path.is_file():
+        return json.loads(path.read_text())
+    if old.is_file():
+        state = json.loads(old.read_text())
+        found = state.get("kind", "ablation")  # the oldest files have no kind: only the ablation resumed then
+        if found != kind:
+            article = "an" if found[:1] in ("a", "e", "i", "o", "u") else "a"
+            raise NoSweepToResume(f"{what} (the state file of the old name {old} belongs to {article} {found})")
+        log.info("resuming from the state file of the old name %s (new sweeps write %s)", old, path.name)
+        return state
+    raise NoSweepToResume(what)
 
 
 def new_sweep_id() -> str:
@@ -230,7 +289,7 @@ def run_tune(trainable, ctx: SweepContext, cfg: Config, name: str, param_space: 
         tuner = tune.Tuner(
             fn,
             param_space=param_space,
-            tune_config=tune_config or tune.TuneConfig(max_concurrent_trials=cfg.sweep.max_concurrent),
+            tune_config=tune_config or tune.TuneConfig(max_concurrent_trials=max_concurrent(cfg)),
             run_config=tune.RunConfig(
                 name=name,
                 storage_path=cfg.sweep.storage_path,
@@ -256,6 +315,7 @@ def build_context(ft_cfg: Config, plan: Plan, sweep_id: str, uri: str | None) ->
         tracking_uri=uri,
         stages={k: to_flat_dict(s.cfg) for k, s in plan.stages.items()},
         trial_stages={f"{t.row}-s{t.seed}": t.stage for t in plan.trials if t.stage},
+        grid=grid_to_data(plan.grid),
     )
 
 
@@ -264,22 +324,24 @@ def run_ablation(ft_cfg: Config, pt_cfg: Config, *, step_time_s: float = 0.5, nu
     """The ablation sweep (see the module docstring). Returns a summary dict."""
     ft_cfg = resolve_paths(ft_cfg)
     store = StageStore(ft_cfg.sweep.stage_store)
-    resume = ft_cfg.sweep.resume
+    resume, dry = ft_cfg.sweep.resume, ft_cfg.sweep.dry_run
     if resume:
-        state = load_state(ft_cfg)
+        state = load_state(ft_cfg, "ablation")
         ft_cfg = from_flat_dict(state["context"]["finetune_base"])
-        ft_cfg.sweep.resume = True
+        ft_cfg.sweep.resume, ft_cfg.sweep.dry_run = True, dry  # --resume --dry-run: the saved sweep's plan
         pt_cfg = from_flat_dict(state["pretrain_base"])
+    # the rows: the ones a resumed sweep saved (its grid file may have changed since), else sweep.grid's
+    grid = grid_from_data(state["context"]["grid"]) if resume and state["context"].get("grid") else sweep_grid(ft_cfg)
     pt_cfg = share_data_caches(pt_cfg, ft_cfg.sweep.storage_path)
     ft_cfg = share_data_caches(ft_cfg, ft_cfg.sweep.storage_path)
-    dry = ft_cfg.sweep.dry_run
     if not dry:
         warm_data(ft_cfg, pt_cfg)
     # epochs -> steps on the prepared training splits, before the plan, the stage keys and the LR schedules
     ft_cfg, pt_cfg = (resolve_schedule(c, prepare=not dry) for c in (ft_cfg, pt_cfg))
-    plan = plan_ablation(ft_cfg, pt_cfg, store)
+    plan = plan_ablation(ft_cfg, pt_cfg, store, grid)
     print(describe(plan, step_time_s), flush=True)
-    if ft_cfg.sweep.dry_run:
+    print(destinations(ft_cfg, "ablation"), flush=True)
+    if dry:
         return {"plan": plan, "dry_run": True}
 
     uri = resolve_uri(ft_cfg) if ft_cfg.tracking.enabled else None  # absolute, before Ray starts
@@ -288,11 +350,12 @@ def run_ablation(ft_cfg: Config, pt_cfg: Config, *, step_time_s: float = 0.5, nu
     ctx.loop_fn = loop_fn
     tracker = Tracker(uri, ctx.experiment) if uri else None
     open_parent(tracker, ctx, ft_cfg, "ablation", {
-        "rows": ",".join(check_rows(ft_cfg.sweep.rows)), "seeds": ",".join(map(str, ft_cfg.sweep.seeds)),
+        "rows": ",".join(check_rows(ft_cfg.sweep.rows, grid)), "seeds": ",".join(map(str, ft_cfg.sweep.seeds)),
+        "grid": ft_cfg.sweep.grid or "paper",
         "sweep_benchmark": ft_cfg.sweep.benchmark,
         "stages_needed": len(plan.stages), "stages_reused": len(plan.stages) - len(plan.stages_to_run),
     })
-    save_state(ft_cfg, ctx, {"pretrain_base": to_flat_dict(pt_cfg), "kind": "ablation"})
+    save_state(ft_cfg, ctx, "ablation", {"pretrain_base": to_flat_dict(pt_cfg)})
     if tracker:
         assert ctx.parent_run_id is not None  # open_parent set it: tracking is on
         tracker.log_text(ctx.parent_run_id, describe(plan, step_time_s), "plan.txt")
@@ -308,7 +371,7 @@ def run_ablation(ft_cfg: Config, pt_cfg: Config, *, step_time_s: float = 0.5, nu
             done = _all_done(res) and all(store.has(k) for k in keys)
         t_pre = time.time() - t0
         if done:
-            space = {"row": tune.grid_search(check_rows(ft_cfg.sweep.rows)),
+            space = {"row": tune.grid_search(check_rows(ft_cfg.sweep.rows, grid)),
                      "seed": tune.grid_search(list(ft_cfg.sweep.seeds))}
             res = run_tune(finetune_trainable, ctx, ft_cfg, f"{sweep_id}-finetune", space, resume=resume)
             done = _all_done(res)

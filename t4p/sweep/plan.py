@@ -1,16 +1,18 @@
 """The ablation plan: which pre-trainings and fine-tunings a sweep runs (no Ray, no MLflow).
 
-A row of ``ABLATION_ROWS`` x a seed is one fine-tuning trial. Rows that need pre-training
-are keyed by ``stage_key(pre-training config, seed)``; rows with equal pre-training overrides
-share a key, so the full grid (7 rows) needs 3 distinct pre-trainings per seed, not 5.
+A row of the sweep's grid (``sweep.grid``, default the paper's ``ABLATION_ROWS``) x a seed is one
+fine-tuning trial. Rows that need pre-training are keyed by ``stage_key(pre-training config, seed)``;
+rows with equal pre-training overrides share a key, so the paper grid (7 rows) needs 3 distinct
+pre-trainings per seed, not 5.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from t4p.config import Config, ConfigError, apply_overrides, epochs_resolved
-from t4p.sweep.rows import ABLATION_ROWS
+from t4p.sweep.rows import ABLATION_ROWS, RowSpec, load_grid
 from t4p.sweep.stages import StageStore, stage_key
 
 
@@ -35,6 +37,8 @@ class FinetuneTrial:
 class Plan:
     trials: list[FinetuneTrial]
     stages: dict[str, PretrainStage] = field(default_factory=dict)
+    grid: Mapping[str, RowSpec] = field(default_factory=dict)  # the rows it was planned from
+    grid_file: str = ""  # sweep.grid ("" = the paper's)
 
     @property
     def stages_to_run(self) -> list[PretrainStage]:
@@ -57,42 +61,53 @@ class Plan:
         return needed - self.pretrain_steps()
 
 
-def check_rows(rows: tuple[str, ...] | list[str]) -> list[str]:
-    """The rows a sweep runs: ``sweep.rows``, or every row of the grid when it is empty."""
+def sweep_grid(cfg: Config) -> Mapping[str, RowSpec]:
+    """The rows of ``cfg.sweep.grid`` (read and checked now), or the paper's when it is empty."""
+    return load_grid(cfg.sweep.grid) if cfg.sweep.grid else ABLATION_ROWS
+
+
+def check_rows(rows: tuple[str, ...] | list[str], grid: Mapping[str, RowSpec] | None = None) -> list[str]:
+    """The rows a sweep runs: ``sweep.rows``, or every row of the grid (default the paper's) when it is empty."""
+    grid = ABLATION_ROWS if grid is None else grid
     if not rows:
-        return list(ABLATION_ROWS)
-    unknown = [r for r in rows if r not in ABLATION_ROWS]
+        return list(grid)
+    unknown = [r for r in rows if r not in grid]
     if unknown:
-        raise ConfigError(f"sweep.rows: unknown row(s) {unknown}; expected some of {', '.join(ABLATION_ROWS)}")
+        raise ConfigError(f"sweep.rows: unknown row(s) {unknown}; expected some of {', '.join(grid)}")
     return list(rows)
 
 
-def finetune_config(base: Config, row: str, seed: int) -> Config:
-    """The fine-tuning recipe with the row's overrides and the seed."""
-    return apply_overrides(base, [*ABLATION_ROWS[row].finetune, f"train.seed={seed}"])
+def finetune_config(base: Config, row: str, seed: int, grid: Mapping[str, RowSpec] | None = None) -> Config:
+    """The fine-tuning recipe with the row's overrides (``grid``'s, default the paper's) and the seed."""
+    return apply_overrides(base, [*(ABLATION_ROWS if grid is None else grid)[row].finetune, f"train.seed={seed}"])
 
 
-def pretrain_config(base: Config, row: str, seed: int) -> Config:
-    spec = ABLATION_ROWS[row]
+def pretrain_config(base: Config, row: str, seed: int, grid: Mapping[str, RowSpec] | None = None) -> Config:
+    spec = (ABLATION_ROWS if grid is None else grid)[row]
     if spec.pretrain is None:
         raise ValueError(f"row {row!r} trains from scratch: it has no pre-training")
     return apply_overrides(base, [*spec.pretrain, f"train.seed={seed}", "train.task=pretrain"])
 
 
-def plan_ablation(finetune_base: Config, pretrain_base: Config, store: StageStore) -> Plan:
-    """Trials for ``finetune_base.sweep.rows`` x ``.seeds`` and the distinct pre-trainings they need."""
-    rows = check_rows(finetune_base.sweep.rows)
-    plan = Plan(trials=[])
+def plan_ablation(finetune_base: Config, pretrain_base: Config, store: StageStore,
+                  grid: Mapping[str, RowSpec] | None = None) -> Plan:
+    """Trials for ``finetune_base.sweep.rows`` x ``.seeds`` and the distinct pre-trainings they need.
+
+    ``grid``: the rows to plan from (a resumed sweep passes the ones it saved); default ``sweep.grid``'s.
+    """
+    grid = sweep_grid(finetune_base) if grid is None else grid
+    rows = check_rows(finetune_base.sweep.rows, grid)
+    plan = Plan(trials=[], grid=grid, grid_file=finetune_base.sweep.grid)
     for seed in finetune_base.sweep.seeds:
         for row in rows:
             key = None
-            if ABLATION_ROWS[row].needs_pretrain:
-                pt_cfg = pretrain_config(pretrain_base, row, seed)
+            if grid[row].needs_pretrain:
+                pt_cfg = pretrain_config(pretrain_base, row, seed, grid)
                 key = stage_key(pt_cfg, seed)
                 if key not in plan.stages:
                     plan.stages[key] = PretrainStage(key, seed, [], pt_cfg, store.has(key))
                 plan.stages[key].rows.append(row)
-            plan.trials.append(FinetuneTrial(row, seed, key, finetune_config(finetune_base, row, seed)))
+            plan.trials.append(FinetuneTrial(row, seed, key, finetune_config(finetune_base, row, seed, grid)))
     return plan
 
 
@@ -119,9 +134,11 @@ def steps_text(cfg: Config) -> str:
 def describe(plan: Plan, step_time_s: float, fit_overhead_s: float = 20.0) -> str:
     """The ``--dry-run`` text."""
     task = plan.trials[0].cfg.sweep.benchmark if plan.trials else "-"
-    lines = [f"fine-tuning trials: {len(plan.trials)} (task {task})"]
+    grid = plan.grid_file or "the paper's (Tables 5/6 + App. C)"
+    lines = [f"grid: {grid} ({len(plan.grid)} rows)", f"fine-tuning trials: {len(plan.trials)} (task {task})"]
+    width = max([5, *(len(t.row) for t in plan.trials)])
     for t in plan.trials:
-        lines.append(f"  {t.row:5s} seed {t.seed}  steps {steps_text(t.cfg):>6s}  pretrain {t.stage or '-'}")
+        lines.append(f"  {t.row:{width}s} seed {t.seed}  steps {steps_text(t.cfg):>6s}  pretrain {t.stage or '-'}")
     lines.append(f"distinct pre-trainings: {len(plan.stages)} ({len(plan.stages_to_run)} to run)")
     for s in plan.stages.values():
         state = "stored" if s.stored else "to run"

@@ -10,6 +10,11 @@ split (``final_test_config``), as its own MLflow child run tagged ``stage=test``
 A space is a dict of dotted key -> Tune domain. On the command line a domain is written
 ``KEY=log:LO:HI`` (log-uniform), ``KEY=uniform:LO:HI``, ``KEY=int:LO:HI`` or
 ``KEY=choice:A,B,C``.
+
+A search tunes the recipe as it is, or one row of the grid (``sweep.rows``, at most one): the row's
+fine-tuning overrides apply to every trial and, when the row needs pre-training, its pre-training
+(keyed and stored as the ablation's: ``t4p.sweep.stages``) runs first unless stored, and every trial and
+the final run start from it (``finetune.init``); the plan and the log say which checkpoint.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +47,11 @@ from t4p.config import (
 from t4p.data.datasets import resolve_schedule
 from t4p.sweep.driver import (
     close_children,
+    concurrency_text,
+    destinations,
     init_ray,
     load_state,
+    max_concurrent,
     new_sweep_id,
     open_parent,
     resolve_paths,
@@ -52,8 +61,10 @@ from t4p.sweep.driver import (
     stop_cleanly,
     warm_data,
 )
-from t4p.sweep.plan import UNCOUNTED_EPOCHS, steps_text
-from t4p.sweep.trial import SweepContext, finetune_trainable, tracked_fit
+from t4p.sweep.plan import UNCOUNTED_EPOCHS, check_rows, finetune_config, pretrain_config, steps_text, sweep_grid
+from t4p.sweep.rows import RowSpec
+from t4p.sweep.stages import StageStore, stage_key
+from t4p.sweep.trial import SweepContext, finetune_trainable, pretrain_trainable, tracked_fit
 from t4p.tracking import Tracker, resolve_uri
 
 log = logging.getLogger(__name__)
@@ -156,6 +167,68 @@ def final_test_config(cfg: Config, best: dict) -> Config:
     return out
 
 
+def search_row(cfg: Config, grid: Mapping[str, RowSpec] | None = None) -> RowSpec | None:
+    """The row a search tunes: ``sweep.rows`` names at most one row of the grid (``sweep.grid``'s by default)."""
+    grid = sweep_grid(cfg) if grid is None else grid
+    rows = check_rows(cfg.sweep.rows, grid) if cfg.sweep.rows else []
+    if len(rows) > 1:
+        raise ConfigError(f"sweep.rows={','.join(rows)}: a search tunes one row (e.g. --rows {rows[-1]}); "
+                          "run one search per row")
+    return grid[rows[0]] if rows else None
+
+
+def search_seed(cfg: Config, seeds_flag: str | None) -> Config:
+    """``--seeds N`` (``seeds_flag``, already parsed into ``sweep.seeds``) is the search's one seed: ``train.seed`` of
+    its trials and its final run, and the seed of Optuna's sampler."""
+    if seeds_flag is None:
+        return cfg
+    if len(cfg.sweep.seeds) != 1:
+        raise ConfigError(f"--seeds {seeds_flag}: a search runs one seed (its trials' train.seed and the sampler's "
+                          "seed); give one integer, or run one search per seed")
+    return apply_overrides(cfg, [f"train.seed={cfg.sweep.seeds[0]}"])
+
+
+def check_pretrain_overrides(cfg: Config, overrides: Sequence[str]) -> None:
+    """``pretrain.KEY=VALUE`` items (their keys already checked) apply only to a searched row that is pre-trained."""
+    if not overrides:
+        return
+    first = f"pretrain.{overrides[0]}"
+    row = search_row(cfg)
+    if row is None:
+        raise ConfigError(f"{first}: the search tunes no row, so nothing is pre-trained (give --rows ROW, a row "
+                          "of the grid with a pre-training)")
+    if not row.needs_pretrain:
+        raise ConfigError(f"{first}: row {row.name} trains from scratch, so nothing is pre-trained")
+
+
+def apply_search_row(cfg: Config, pretrain: Config | None) -> tuple[Config, Config | None]:
+    """``cfg`` with the searched row's fine-tuning overrides, and the row's pre-training config (None: the row
+    trains from scratch, or there is no row). ``pretrain``: the pre-training recipe's config."""
+    grid = sweep_grid(cfg)
+    row = search_row(cfg, grid)
+    if row is None:
+        return cfg, None
+    seed = cfg.train.seed
+    cfg = finetune_config(cfg, row.name, seed, grid)
+    if not row.needs_pretrain:
+        return cfg, None
+    if cfg.finetune.init:
+        raise ConfigError(f"finetune.init={cfg.finetune.init} and row {row.name} (which starts from its own "
+                          "pre-training): give one of them")
+    if pretrain is None:
+        raise ConfigError(f"row {row.name} needs pre-training: give the search a pre-training recipe")
+    return cfg, pretrain_config(pretrain, row.name, seed, grid)
+
+
+def start_text(cfg: Config, key: str | None, stored: bool) -> str:
+    """Where a search's trials start (the plan and the log say it)."""
+    who = f"row {cfg.sweep.rows[0]}" if cfg.sweep.rows else "the recipe as it is (no row)"
+    if key is not None:
+        state = "stored: reused" if stored else "not stored: pre-trained first"
+        return f"starts from the pre-trained checkpoint of {who}: stage {key} ({state})"
+    return f"{who} starts from finetune.init={cfg.finetune.init}" if cfg.finetune.init else f"{who} trains from scratch"
+
+
 def _study_storage(cfg: Config) -> str:
     path = Path(cfg.sweep.storage_path) / "t4p_sweeps" / f"{cfg.sweep.experiment}-optuna.db"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -164,41 +237,56 @@ def _study_storage(cfg: Config) -> str:
 
 def run_search(cfg: Config, space: dict | None = None, *, metric: str = DEFAULT_METRIC, mode: str = "max",
                num_cpus: int | None = None, loop_fn=None, evaluate_test: bool = True,
-               step_time_s: float = 0.5, fit_overhead_s: float = 20.0, start_points: Sequence[dict] = ()) -> dict:
+               step_time_s: float = 0.5, fit_overhead_s: float = 20.0, start_points: Sequence[dict] = (),
+               pretrain: Config | None = None) -> dict:
     """Optuna + ASHA over ``space`` (dotted keys); returns best config, metric and the test result.
 
     ``start_points`` are evaluated first, in order (e.g. the paper's values); Optuna's TPE sampler is
     seeded with ``train.seed`` so that a search is reproducible up to trial completion order.
+    ``pretrain``: the pre-training recipe's config, for a searched row that needs pre-training (module docstring).
     """
     cfg = resolve_paths(cfg)
     cfg = share_data_caches(cfg, cfg.sweep.storage_path)
+    store = StageStore(cfg.sweep.stage_store)
     space = space or default_space()
-    resume = cfg.sweep.resume
+    resume, dry = cfg.sweep.resume, cfg.sweep.dry_run
+    stage_cfg: Config | None = None  # the row's pre-training (None: the trials start as the config says)
     if resume:
-        state = load_state(cfg)
+        state = load_state(cfg, "search")
         sweep_id = state["context"]["sweep_id"]
         cfg = from_flat_dict(state["context"]["finetune_base"])
-        cfg.sweep.resume = True
+        cfg.sweep.resume, cfg.sweep.dry_run = True, dry
+        stage_cfg = next((from_flat_dict(s) for s in state["context"].get("stages", {}).values()), None)
     else:
         sweep_id = new_sweep_id()
-    if not cfg.sweep.dry_run:
-        warm_data(cfg)  # on --resume too, as the ablation driver does
+        cfg, stage_cfg = apply_search_row(cfg, pretrain)
+        if stage_cfg is not None:
+            stage_cfg = share_data_caches(stage_cfg, cfg.sweep.storage_path)
+    if not dry:
+        warm_data(cfg, *([stage_cfg] if stage_cfg else []))  # on --resume too, as the ablation driver does
     if not resume:
-        cfg = resolve_schedule(search_trial_config(cfg), prepare=not cfg.sweep.dry_run)
-    plan = (f"search {sweep_id}: {cfg.sweep.trials} trials, <= {cfg.sweep.max_concurrent} at once, metric {metric} "
+        cfg = resolve_schedule(search_trial_config(cfg), prepare=not dry)
+        if stage_cfg is not None:  # resolved as the ablation resolves its pre-trainings: the same stage key
+            stage_cfg = resolve_schedule(stage_cfg, prepare=not dry)
+            cfg.finetune.init = str(store.path(stage_key(stage_cfg, stage_cfg.train.seed)))
+    key = None if stage_cfg is None else stage_key(stage_cfg, stage_cfg.train.seed)
+    start = start_text(cfg, key, key is not None and store.has(key))
+    plan = (f"search {sweep_id}: {cfg.sweep.trials} trials, {concurrency_text(cfg)} at once, metric {metric} "
             f"({mode}) on the val split, ASHA on 'step' (max {steps_text(cfg)}), space: "
-            + ", ".join(sorted(space)))
+            + ", ".join(sorted(space)) + f"\ntrials (seed {cfg.train.seed}): {start}")
     if not epochs_resolved(cfg):
         plan += f"\n{UNCOUNTED_EPOCHS}"
-    fits = cfg.sweep.trials + int(evaluate_test)
+    fits = cfg.sweep.trials + int(evaluate_test) + int(key is not None and not store.has(key))
     hours = (fits * cfg.train.max_steps * step_time_s + fits * fit_overhead_s) / 3600
     per_trial = cfg.sweep.gpus_per_trial or cfg.sweep.workers_per_trial * cfg.sweep.cpus_per_worker
     kind = "GPU" if cfg.sweep.gpus_per_trial > 0 else "CPU"
     plan += (f"\nRay Train fits: at most {fits} (ASHA stops some early); estimate at most {hours:.2f} trial-hours,"
              f" {hours * per_trial:.2f} {kind}-hours (step time {step_time_s:g} s, {fit_overhead_s:g} s per fit)")
     print(plan, flush=True)
-    if cfg.sweep.dry_run:
-        return {"dry_run": True, "plan": plan}
+    print(destinations(cfg, "search"), flush=True)
+    log.info("search trials (seed %d): %s", cfg.train.seed, start)
+    if dry:
+        return {"dry_run": True, "plan": plan, "start_from": cfg.finetune.init, "config": cfg}
 
     uri = resolve_uri(cfg) if cfg.tracking.enabled else None
     ctx = SweepContext(
@@ -206,13 +294,27 @@ def run_search(cfg: Config, space: dict | None = None, *, metric: str = DEFAULT_
         storage_path=cfg.sweep.storage_path, stage_store=cfg.sweep.stage_store,
         finetune_base=to_flat_dict(cfg), tracking_uri=uri,
         fixed_overrides=tuple(search_split_overrides(cfg)), loop_fn=loop_fn,
+        stages={key: to_flat_dict(stage_cfg)} if key is not None and stage_cfg is not None else {},
     )
     tracker = Tracker(uri, ctx.experiment) if uri else None
-    open_parent(tracker, ctx, cfg, "search", {"metric": metric, "space": ",".join(sorted(space))})
-    save_state(cfg, ctx, {"kind": "search"})
+    open_parent(tracker, ctx, cfg, "search", {"metric": metric, "space": ",".join(sorted(space)),
+                                               "rows": ",".join(cfg.sweep.rows), "pretrain_stage": key or ""})
+    save_state(cfg, ctx, "search", {})
 
     init_ray(num_cpus)
     with stop_cleanly(tracker, ctx):
+        if key is not None and not store.has(key):  # the row's pre-training, as the ablation runs its stages
+            log.info("pre-training stage %s first: the search's trials start from it", key)
+            res = run_tune(pretrain_trainable, ctx, cfg, f"{sweep_id}-pretrain-{uuid.uuid4().hex[:4]}",
+                           {"stage": tune.grid_search([key])}, resume=False)
+            if res.num_errors or not store.has(key):
+                log.error("pre-training stage %s failed: no search trial started; rerun with --resume", key)
+                if tracker:
+                    assert ctx.parent_run_id is not None  # open_parent set it: tracking is on
+                    close_children(tracker, ctx)
+                    tracker.finish(ctx.parent_run_id, "KILLED")
+                return {"sweep_id": sweep_id, "parent_run_id": ctx.parent_run_id, "tracking_uri": uri,
+                        "completed": False, "pretrain_stage": key}
         return _search(cfg, ctx, tracker, space, start_points, metric, mode, resume, evaluate_test)
 
 
@@ -228,7 +330,7 @@ def _search(cfg: Config, ctx: SweepContext, tracker: Tracker | None, space: dict
     scheduler = ASHAScheduler(time_attr="step", metric=metric, mode=mode, max_t=cfg.train.max_steps + 1,
                               grace_period=grace, reduction_factor=2)
     tune_config = tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=cfg.sweep.trials,
-                                  max_concurrent_trials=cfg.sweep.max_concurrent)
+                                  max_concurrent_trials=max_concurrent(cfg))
     t0 = time.time()
     results = run_tune(finetune_trainable, ctx, cfg, f"{sweep_id}-search", space, resume, tune_config)
     out: dict[str, Any] = {"sweep_id": sweep_id, "parent_run_id": ctx.parent_run_id, "tracking_uri": ctx.tracking_uri,

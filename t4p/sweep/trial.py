@@ -22,14 +22,15 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 if TYPE_CHECKING:  # ray.train(.torch) rebinds these to Train V2's (the default) at import; mypy sees only V1's
     from ray.train.v2.api.callback import UserCallback
-    from ray.train.v2.api.config import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.v2.api.config import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.v2.torch.torch_trainer import TorchTrainer
 else:
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
 from t4p.config import Config, apply_overrides, from_flat_dict, set_value, to_flat_dict
 from t4p.sweep.plan import finetune_config
+from t4p.sweep.rows import ABLATION_ROWS, RowSpec, grid_from_data
 from t4p.sweep.stages import StageStore
 from t4p.tracking import Tracker, run_tags
 from t4p.train.worker import train_worker
@@ -52,9 +53,14 @@ class SweepContext:
     fixed_overrides: tuple[str, ...] = ()  # applied to every fine-tuning trial (e.g. eval split)
     trial_stages: dict[str, str] = field(default_factory=dict)  # "<row>-s<seed>" -> stage key
     loop_fn: Any = None  # replaces t4p.train.loop.run in the workers (None = the real loop)
+    grid: dict = field(default_factory=dict)  # the sweep's rows (rows.grid_to_data); {} = the paper's
 
     def base(self) -> Config:
         return from_flat_dict(self.finetune_base)
+
+    def rows(self) -> dict[str, RowSpec]:
+        """The grid the sweep was planned from: trials never read the grid file (it may be on the head only)."""
+        return grid_from_data(self.grid) if self.grid else ABLATION_ROWS
 
 
 # --------------------------------------------------------------------------- one fit
@@ -69,6 +75,17 @@ def scaling_config(cfg: Config) -> ScalingConfig:
     return ScalingConfig(num_workers=n, use_gpu=cfg.sweep.gpus_per_trial > 0, resources_per_worker=per_worker)
 
 
+def run_config(cfg: Config, name: str, storage_path: str, callbacks: list[UserCallback]) -> RunConfig:
+    """Where a fit writes, how often it is retried, and how many checkpoints it keeps (the newest ones)."""
+    return RunConfig(
+        name=name,
+        storage_path=storage_path,
+        callbacks=callbacks,
+        failure_config=FailureConfig(max_failures=cfg.sweep.max_failures),
+        checkpoint_config=CheckpointConfig(num_to_keep=cfg.sweep.checkpoints_to_keep),
+    )
+
+
 def fit(cfg: Config, name: str, ctx: SweepContext, run_id: str | None) -> ray.train.Result:
     """One Ray Train fit of the plain loop; metrics go to Tune (when inside a trial) and MLflow."""
     tracking = None
@@ -79,12 +96,7 @@ def fit(cfg: Config, name: str, ctx: SweepContext, run_id: str | None) -> ray.tr
         train_worker,
         train_loop_config={"cfg": to_flat_dict(cfg), "tracking": tracking, "loop_fn": ctx.loop_fn},
         scaling_config=scaling_config(cfg),
-        run_config=RunConfig(
-            name=name,
-            storage_path=ctx.storage_path,
-            callbacks=callbacks,
-            failure_config=FailureConfig(max_failures=cfg.sweep.max_failures),
-        ),
+        run_config=run_config(cfg, name, ctx.storage_path, callbacks),
     )
     return trainer.fit()
 
@@ -185,7 +197,8 @@ def stage_init_path(store: StageStore, key: str) -> str:
 def trial_config(config: dict, sweep: SweepContext) -> tuple[Config, str | None]:
     """The fine-tuning config of one Tune trial: recipe + row + seed + stage + dotted search values."""
     row, seed = config.get("row", ""), int(config.get("seed", sweep.base().train.seed))
-    cfg = finetune_config(sweep.base(), row, seed) if row else apply_overrides(sweep.base(), [f"train.seed={seed}"])
+    cfg = (finetune_config(sweep.base(), row, seed, sweep.rows()) if row
+           else apply_overrides(sweep.base(), [f"train.seed={seed}"]))
     stage = config.get("stage_key") or sweep.trial_stages.get(f"{row}-s{seed}")
     if stage:
         set_value(cfg, "finetune.init", stage_init_path(StageStore(sweep.stage_store), stage))
@@ -204,6 +217,8 @@ def finetune_trainable(config: dict, sweep: SweepContext) -> None:
     name = f"{sweep.sweep_id}-{trial}"
     set_value(cfg, "train.out_dir", _trial_dir(sweep, name))
     tags = {"stage_hash": stage or ""}
+    if row:  # the row id of t4p.paper whose numbers the report shows beside this row ("" = none)
+        tags["paper_row"] = sweep.rows()[row].paper or ""
     if stage:
         tags["pretrain_run_id"] = StageStore(sweep.stage_store).info(stage).get("mlflow_run_id") or ""
     tracked_fit(cfg, sweep, name=name, trial=trial, stage="finetune", row=row, seed=cfg.train.seed,
