@@ -1,7 +1,10 @@
-"""Rebuild the paper-style ablation report of a sweep from its MLflow runs.
+"""Rebuild the paper-style ablation report of a sweep from its MLflow runs (read-only: nothing is created in
+the tracking store; an unknown experiment lists the ones there).
 
+examples:
     python sweeps/report.py --experiment t4p-ablation            # the latest ablation sweep
     python sweeps/report.py --experiment t4p-demo --sweep-id ID  # a given sweep
+    python sweeps/report.py --experiment t4p-demo --tracking-uri sqlite:///$PWD/mlruns/mlflow.db --out reports/demo
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = Config()
     cfg.tracking.uri = args.tracking_uri
-    tracker = Tracker(resolve_uri(cfg), args.experiment)
+    tracker = Tracker.existing(resolve_uri(cfg, create=False), args.experiment)  # creates nothing
     tags = {"stage": "sweep", "sweep_kind": "ablation"}
     if args.sweep_id:
         tags["sweep_id"] = args.sweep_id

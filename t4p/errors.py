@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 DEBUG_ENV = "T4P_DEBUG"
@@ -50,6 +52,13 @@ def run_command(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespa
             raise
         print(f"{parser.prog}: error: {one_line(str(err))}", file=sys.stderr)
         return 2
+
+
+def command_path(name: str) -> str:
+    """``name`` as a printed command that works as shown: the copy beside this interpreter (a virtual
+    environment's ``bin/``, so it runs without activating the environment), else the bare name; shell-quoted."""
+    path = Path(sys.executable).parent / name
+    return shlex.quote(str(path)) if path.is_file() and os.access(path, os.X_OK) else name
 
 
 def one_line(text: str) -> str:

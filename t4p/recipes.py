@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from t4p.config import Config, ConfigError, apply_overrides, validate
+from t4p.config import Config, ConfigError, apply_overrides, read_config_file, validate
 
 
 def pretrain_scannet() -> Config:
@@ -244,3 +244,19 @@ def get_recipe(name: str, overrides: list[str] | tuple[str, ...] = ()) -> Config
     if name not in RECIPES:
         raise ConfigError(f"unknown recipe {name!r}; expected one of: {', '.join(RECIPES)}")
     return apply_overrides(RECIPES[name](), list(overrides))
+
+
+def get_config(recipe: str | None, config_file: str | None = None,
+               overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """The config a command runs: a recipe, a logged config file (``--config``), or both, then overrides.
+
+    The base is the recipe (without one: ``Config()``'s defaults); a config file's keys replace the base's,
+    so with a logged ``config.json`` (every key) the recipe only fills keys the file lacks (a hand-written
+    partial file, or one logged before a key existed); ``KEY=VALUE`` overrides come last.
+    """
+    if not recipe and not config_file:
+        raise ConfigError(f"give a recipe or --config FILE (a logged config.json); recipes: {', '.join(RECIPES)}")
+    cfg = get_recipe(recipe) if recipe else Config()
+    if config_file:
+        cfg = read_config_file(config_file, cfg)
+    return apply_overrides(cfg, list(overrides))

@@ -35,6 +35,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH, MAX_TAG_VAL_LENGTH
 
 from t4p.config import Config, check_uri_has_no_credentials, to_flat_dict, to_json
+from t4p.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -46,27 +47,41 @@ T = TypeVar("T")
 # --------------------------------------------------------------------------- store location
 
 
-def default_uri(cwd: str | os.PathLike | None = None) -> str:
-    """``sqlite:///<abs cwd>/mlruns/mlflow.db`` (the directory is created)."""
+def default_uri(cwd: str | os.PathLike | None = None, create: bool = True) -> str:
+    """``sqlite:///<abs cwd>/mlruns/mlflow.db`` (the directory is created unless ``create`` is false)."""
     root = Path(cwd or os.getcwd()).resolve() / "mlruns"
-    root.mkdir(parents=True, exist_ok=True)
+    if create:
+        root.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{root / 'mlflow.db'}"
 
 
-def resolve_uri(cfg: Config | None = None) -> str:
-    """``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else the default sqlite store; always absolute."""
+def resolve_uri(cfg: Config | None = None, create: bool = True) -> str:
+    """``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else the default sqlite store; always absolute.
+
+    A sqlite store's folder is created unless ``create`` is false (readers: ``Tracker.existing``).
+    """
     uri = (cfg.tracking.uri if cfg is not None else "") or os.environ.get("MLFLOW_TRACKING_URI", "")
     check_uri_has_no_credentials("the tracking URI (tracking.uri or $MLFLOW_TRACKING_URI)", uri)
     if not uri:
-        return default_uri()
+        return default_uri(create=create)
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         # A relative sqlite path would point somewhere else in every Ray session directory.
         path = Path(uri[len("sqlite:///") :]).resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{path}"
     if "://" not in uri:  # a plain directory (file store)
         return str(Path(uri).resolve())
     return uri
+
+
+def _local_store(uri: str) -> str:
+    """The path of a sqlite database or a folder store (``file://`` or a plain path); "" for a server."""
+    if uri.startswith("sqlite:///"):
+        return uri[len("sqlite:///") :]
+    if uri.startswith("file://"):
+        return uri[len("file://") :]
+    return uri if "://" not in uri else ""
 
 
 def artifact_root(uri: str) -> str | None:
@@ -110,14 +125,39 @@ def store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+class TrackingLookupError(UserError, LookupError):
+    """A tracking store or experiment that a reader (``sweeps/report.py``) names does not exist."""
+
+
 class Tracker:
-    """A handle on one tracking store and experiment."""
+    """A handle on one tracking store and experiment (created on first use; ``Tracker.existing`` creates nothing)."""
 
     def __init__(self, uri: str, experiment: str):
         self.uri = uri
         with store_lock(uri):  # the first access creates / migrates the store
             self.client = MlflowClient(tracking_uri=uri)
             self.experiment_id = _retry(lambda: self._experiment_id(experiment), "get experiment")
+
+    @classmethod
+    def existing(cls, uri: str, experiment: str) -> Tracker:
+        """A handle for reading: neither the store nor the experiment is created. A missing one is a
+        ``TrackingLookupError`` naming it (and the experiments the store has)."""
+        local = _local_store(uri)
+        if local and not Path(local).exists():
+            raise TrackingLookupError(f"no tracking store at {local} (give --tracking-uri or set "
+                                      "MLFLOW_TRACKING_URI; the default is ./mlruns/mlflow.db)")
+        self = cls.__new__(cls)
+        self.uri = uri
+        with store_lock(uri):  # an existing store may still be migrated by MLflow on first access
+            self.client = MlflowClient(tracking_uri=uri)
+        exp = _retry(lambda: self.client.get_experiment_by_name(experiment), "get experiment")
+        if exp is None or exp.lifecycle_stage != "active":
+            names = sorted(e.name for e in _retry(self.client.search_experiments, "list experiments"))
+            raise TrackingLookupError(f"no experiment {experiment!r} in {uri}"
+                                      + (" (it is deleted)" if exp is not None else "")
+                                      + f"; experiments there: {', '.join(names) or 'none'}")
+        self.experiment_id = exp.experiment_id
+        return self
 
     def _experiment_id(self, name: str) -> str:
         exp = self.client.get_experiment_by_name(name)

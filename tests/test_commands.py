@@ -44,6 +44,9 @@ def test_finetune_evaluate_predict(tmp_path, recipe, capsys):
     assert main(["predict", str(ckpt), str(scene), "--out", str(out)]) == 0
     labels = np.load(out)
     assert labels.shape == (len(room["xyz"]),) and (tmp_path / "pred" / "scene_labels.ply").is_file()
+    ply = (tmp_path / "pred" / "scene_labels.ply").read_bytes()
+    assert ply.startswith(b"ply\nformat binary_little_endian 1.0\n")  # binary by default (--ply-format ascii)
+    assert f"element vertex {len(labels)}\n".encode() in ply[:200]
     if recipe == "smoke_semseg":
         assert len(make_dataset(get_recipe(recipe, over), "test")) == 1  # the smoke test split: one room
         gt = room["labels"]

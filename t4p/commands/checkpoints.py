@@ -1,5 +1,5 @@
-"""Models from checkpoints, and the scene files ``t4p predict`` reads and writes (imports torch: the
-command handlers import this module after argument parsing)."""
+"""Models from checkpoints, and the scene files ``t4p predict`` reads (imports torch: the command handlers
+import this module after argument parsing). PLY files are read and written by ``t4p.data.ply``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from torch import nn
 
 from t4p.config import Config, ConfigError, task_traits
 from t4p.data.datasets import PointsDataset
-from t4p.io import atomic_path
+from t4p.data.ply import read_points
 from t4p.models.text4point import frozen_tensor_ids
 from t4p.tasks import get_task
 from t4p.train.checkpoint import load_checkpoint, restore_model
@@ -31,13 +31,18 @@ def load_model_from_checkpoint(cfg: Config, checkpoint: str) -> tuple[nn.Module,
 
 
 def read_scene(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 3) xyz metres and (N, 3) colour 0-255 from .ply (ASCII), .npy or .txt (N x 6)."""
+    """(N, 3) xyz metres and (N, 3) colour 0-255 from .ply (binary or ASCII), .npy or .txt (N x 6).
+
+    A scene without colour (a PLY without red/green/blue, an N x 3 array) is mid-grey (128).
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"scene {path} does not exist")
     if path.suffix == ".ply":
-        arr = _read_ascii_ply(path)
-    elif path.suffix == ".npy":
+        xyz, rgb = read_points(path)  # a bad PLY is a PlyError naming the file
+        grey = np.full((len(xyz), 3), 128.0)
+        return xyz.astype(np.float64), grey if rgb is None else rgb.astype(np.float64)
+    if path.suffix == ".npy":
         arr = np.load(path, allow_pickle=False)
     else:
         arr = np.loadtxt(path, ndmin=2)
@@ -46,37 +51,6 @@ def read_scene(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     xyz = arr[:, :3].astype(np.float64)
     rgb = arr[:, 3:6].astype(np.float64) if arr.shape[1] >= 6 else np.full((len(arr), 3), 128.0)
     return xyz, rgb
-
-
-def _read_ascii_ply(path: Path) -> np.ndarray:
-    with open(path, "rb") as f:
-        header = []
-        while True:
-            line = f.readline().decode("ascii", errors="replace").strip()
-            if not line and f.tell() == 0:
-                break
-            header.append(line)
-            if line == "end_header" or len(header) > 200:
-                break
-        if "format ascii 1.0" not in header:
-            raise ConfigError(f"{path}: only ASCII PLY is read here (header says {header[1:2]}); use .npy")
-        props = [h.split()[-1] for h in header if h.startswith("property")]
-        data = np.loadtxt(f, ndmin=2)
-    cols = [props.index(c) for c in ("x", "y", "z", "red", "green", "blue") if c in props]
-    return data[:, cols]
-
-
-def write_ply(path: str | Path, xyz: np.ndarray, rgb: np.ndarray) -> None:
-    """An ASCII PLY with per-vertex colour, written atomically."""
-    with atomic_path(path) as tmp, open(tmp, "w") as f:
-        f.write(
-            "ply\nformat ascii 1.0\n"
-            f"element vertex {len(xyz)}\n"
-            "property float x\nproperty float y\nproperty float z\n"
-            "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n"
-        )
-        for p, c in zip(xyz, rgb.astype(np.uint8), strict=True):
-            f.write(f"{p[0]:.4f} {p[1]:.4f} {p[2]:.4f} {c[0]} {c[1]} {c[2]}\n")
 
 
 def palette(k: int) -> np.ndarray:

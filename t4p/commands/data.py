@@ -10,7 +10,16 @@ import argparse
 import json
 import logging
 
+from t4p.commands import examples
 from t4p.data.formats import FORMATS
+
+EXAMPLES = {
+    "synth": ("t4p data synth data/synth --scenes 6 --seed 0     # scannet/, s3dis/, scannet_votenet/, sunrgbd/",),
+    "prepare": ("t4p data prepare s3dis-raw data/synth/s3dis prepared/s3dis --workers 2",
+                "t4p data prepare scannet-rgbd my_scans prepared/my_scans --frame-skip 10 --on-bad skip"),
+    "inspect": ("t4p data inspect data/synth/s3dis --format s3dis-raw",
+                "t4p data inspect my_scans/scans/kitchen_00 --format scannet-rgbd --frame-skip 1"),
+}
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -62,10 +71,12 @@ def _with_logging(handler):
 
 def register(subparsers) -> None:
     """Add ``t4p data ...`` to the `t4p` parser."""
-    p = subparsers.add_parser("data", help="generate, prepare and inspect data")
+    p = subparsers.add_parser("data", help="generate, prepare and inspect data",
+                              **examples(*(line for lines in EXAMPLES.values() for line in lines)))
     sub = p.add_subparsers(dest="data_cmd", required=True)
 
-    s = sub.add_parser("synth", help="write procedural rooms in every supported layout")
+    text = "write procedural rooms in every supported layout"
+    s = sub.add_parser("synth", help=text, description=text, **examples(*EXAMPLES["synth"]))
     s.add_argument("out")
     s.add_argument("--scenes", type=int, default=6)
     s.add_argument("--seed", type=int, default=0)
@@ -75,7 +86,8 @@ def register(subparsers) -> None:
     s.add_argument("--density", type=float, default=300.0, help="surface points per m^2")
     s.set_defaults(func=_with_logging(_synth))
 
-    pr = sub.add_parser("prepare", help="prepare a raw source into a cache (npz + manifest)")
+    text = "prepare a raw source into a cache (npz + manifest)"
+    pr = sub.add_parser("prepare", help=text, description=text, **examples(*EXAMPLES["prepare"]))
     pr.add_argument("format", choices=list(FORMATS))
     pr.add_argument("src")
     pr.add_argument("out")
@@ -89,7 +101,8 @@ def register(subparsers) -> None:
     pr.add_argument("--depth-tol", type=float, default=0.02)
     pr.set_defaults(func=_with_logging(_prepare))
 
-    ins = sub.add_parser("inspect", help="print one JSON summary of a source")
+    text = "print one JSON summary of a source"
+    ins = sub.add_parser("inspect", help=text, description=text, **examples(*EXAMPLES["inspect"]))
     ins.add_argument("path")
     ins.add_argument("--format", required=True, choices=list(FORMATS))
     _common(ins)

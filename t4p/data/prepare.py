@@ -48,7 +48,7 @@ from tqdm import tqdm
 from t4p.data.checks import RepeatedWarnings, SourceNotFoundError
 from t4p.data.format_api import PrepareSettings
 from t4p.data.formats import get_format
-from t4p.errors import UserError
+from t4p.errors import UserError, command_path
 from t4p.io import clean_temporaries, write_json
 
 __all__ = ["PrepareSettings", "prepare", "read_manifest", "cache_problem", "cache_lock", "NOT_PREPARED", "BadDataError",
@@ -189,7 +189,7 @@ def read_manifest(out: str | Path) -> dict:
 def _corrupt_manifest(path: Path, problem: str) -> StaleCacheError:
     return StaleCacheError(
         f"{path}: {problem}; expected the manifest `t4p data prepare` writes. The cache cannot be trusted: "
-        f"rebuild it with `t4p data prepare <format> <source> {path.parent} --force`"
+        f"rebuild it with `{command_path('t4p')} data prepare <format> <source> {path.parent} --force`"
     )
 
 
@@ -391,8 +391,9 @@ def cache_problem(fmt: str, src: str | Path, out: str | Path, settings: PrepareS
 
 def stale_cache_error(fmt: str, src: str | Path, out: str | Path, problem: str) -> StaleCacheError:
     return StaleCacheError(
-        f"{out}: the prepared cache of {src} is {problem}; refusing to use it. Run `t4p data prepare {fmt} {src} "
-        f"{out}` with the same settings (it re-prepares exactly the stale units; --force rebuilds all)"
+        f"{out}: the prepared cache of {src} is {problem}; refusing to use it. Run `{command_path('t4p')} data "
+        f"prepare {fmt} {src} {out}` with the same settings (it re-prepares exactly the stale units; --force "
+        "rebuilds all)"
     )
 
 

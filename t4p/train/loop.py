@@ -33,10 +33,19 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from t4p.config import Config, ConfigError, config_hash, from_json, to_json, training_differences, validate
+from t4p.config import (
+    CONFIG_FILE,
+    Config,
+    ConfigError,
+    config_hash,
+    from_json,
+    to_json,
+    training_differences,
+    validate,
+)
 from t4p.data.classes import class_list
 from t4p.data.datasets import PointsDataset, PretrainDataset, check_shared_cache, make_dataset, resolve_schedule
-from t4p.io import write_json
+from t4p.io import write_json, write_text
 from t4p.models.clip import load_clip
 from t4p.models.text4point import frozen_tensor_ids, trainable_state_dict
 from t4p.tasks import Task, get_task
@@ -216,6 +225,8 @@ def run(cfg: Config, ctx: RunContextProtocol | None = None) -> dict:
         transfer = {"init_config_hash": ckpt.get("init_config_hash", "")} if not transfer else transfer
         log.info("resumed from %s at step %d", ctx.resume_dir, state.step)
     start_step = state.step
+    if ctx.rank == 0:  # the resolved config this run trains under (after a refused resume: untouched); --config
+        write_text(out_dir / CONFIG_FILE, to_json(cfg))  # replays it (t4p.config.read_config_file)
 
     class_names = list(class_list(cfg.data.classes).names)
     # make_dataset is annotated as returning a plain Dataset; it builds one of these two (sized, with a collate)
