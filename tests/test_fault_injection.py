@@ -98,3 +98,7 @@ def test_killed_ray_train_worker_resumes_from_its_checkpoint(tmp_path):
     fit_dir = tmp_path / "ray_results" / run.data.tags["ray_train_run"]
     kept = sorted(p.name for p in fit_dir.glob("checkpoint_*") if p.is_dir())
     assert len(kept) == 2, kept
+    # the run's training log (issue 19), from both worker groups: the killed one and the one that resumed
+    log_dir = MlflowClient(uri).download_artifacts(run.info.run_id, "logs", str(tmp_path / "artifacts"))
+    text = (Path(log_dir) / "train.log").read_text()
+    assert "SIGKILLs itself" in text and "resumed from" in text

@@ -223,3 +223,24 @@ def test_concurrency_defaults_to_what_the_cluster_allows():
         get_recipe("s3dis_semseg", ["sweep.max_concurrent=-1"])
     with pytest.raises(ConfigError, match="sweep.checkpoints_to_keep"):
         get_recipe("s3dis_semseg", ["sweep.checkpoints_to_keep=0"])
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    # a row that needs CLIP text (T5-2: TQM) with weights that are not there: refused before any trial starts
+    (["--recipe", "smoke_semseg", "--rows", "T5-2", "model.clip.weights={tmp}/nowhere/RN50.pt"],
+     ["model.clip.weights=", "nowhere/RN50.pt", "no such file"]),
+    # a real dataset without data.root
+    (["--recipe", "s3dis_semseg", "--rows", "T5-1"], ["data.dataset='s3dis-raw' needs data.root"]),
+])
+def test_the_sweep_checks_clip_weights_and_data_before_any_trial(tmp_path, args, expected):
+    """Pre-flight (issue 18): one clear error from the driver, exit 2, no MLflow run and no Ray trial."""
+    repo = Path(__file__).resolve().parents[1]
+    argv = [sys.executable, str(repo / "sweeps" / "ablation.py"), "--pretrain-recipe", "smoke_pretrain", "--seeds",
+            "0", "--num-cpus", "1", *(a.replace("{tmp}", str(tmp_path)) for a in args)]
+    out = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    for text in expected:
+        assert text in out.stderr, out.stderr[-2000:]
+    assert not (tmp_path / "mlruns").exists(), "no MLflow run may be opened before the pre-flight passes"
+    assert not list(tmp_path.glob("ray_results/*-T5-*")), "no trial may start"

@@ -26,6 +26,7 @@ import os
 import signal
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -33,15 +34,17 @@ import ray
 import ray.tune
 from ray import tune
 
-from t4p.config import Config, from_flat_dict, to_flat_dict
+from t4p.config import Config, ConfigError, from_flat_dict, to_flat_dict
 from t4p.data.datasets import open_cache, resolve_schedule
 from t4p.errors import UserError
 from t4p.io import write_json
+from t4p.models.clip import load_clip
 from t4p.sweep.plan import Plan, check_rows, describe, plan_ablation, sweep_grid
 from t4p.sweep.report import write_report
 from t4p.sweep.rows import grid_from_data, grid_to_data
 from t4p.sweep.stages import StageStore
 from t4p.sweep.trial import SweepContext, finetune_trainable, pretrain_trainable
+from t4p.tasks import get_task
 from t4p.tracking import Tracker, dump_json, resolve_uri, run_tags
 
 log = logging.getLogger(__name__)
@@ -113,11 +116,28 @@ def share_data_caches(cfg: Config, storage_path: str) -> Config:
 def warm_data(*cfgs: Config) -> None:
     """Prepare each config's data cache once in the driver (synthetic scenes generated, units whose sources
     changed since an earlier sweep re-prepared): the trials share it and only check it (a trial refuses a
-    cache that goes stale while the sweep runs, see ``check_shared_cache``). A config without data on disk
-    (an empty ``data.root``) is left to fail where its data is read."""
+    cache that goes stale while the sweep runs, see ``check_shared_cache``). Pre-flight: a real dataset
+    without ``data.root`` fails here, once, not in every trial."""
     for cfg in cfgs:
-        if cfg.data.dataset == "synthetic" or cfg.data.root:
-            open_cache(cfg)
+        if cfg.data.dataset != "synthetic" and not cfg.data.root:
+            raise ConfigError(f"data.dataset={cfg.data.dataset!r} needs data.root: the folder of its data, on a "
+                              "file system every node of the cluster sees (e.g. /mnt/t4p/data/...)")
+        open_cache(cfg)
+
+
+def check_clip_weights(cfgs: Iterable[Config]) -> None:
+    """Pre-flight: load the CLIP weights of every planned fit that needs CLIP, once per setting, from where
+    its trials will (on a cluster: the shared file system), so a missing or mismatching file fails the sweep
+    here with one clear error instead of failing, and being retried, in every trial."""
+    seen: set[tuple[str, str, str]] = set()
+    for cfg in cfgs:
+        clip = cfg.model.clip
+        key = (clip.weights, clip.arch, clip.cache_dir)
+        if clip.weights.startswith("random") or key in seen or not get_task(cfg.train.task).needs_clip(cfg):
+            continue  # random weights cannot be missing
+        seen.add(key)
+        log.info("pre-flight: CLIP weights %s (%s)", clip.weights, clip.arch)
+        load_clip(clip)
 
 
 class NoSweepToResume(UserError, FileNotFoundError):
@@ -343,6 +363,7 @@ def run_ablation(ft_cfg: Config, pt_cfg: Config, *, step_time_s: float = 0.5, nu
     print(destinations(ft_cfg, "ablation"), flush=True)
     if dry:
         return {"plan": plan, "dry_run": True}
+    check_clip_weights([*(t.cfg for t in plan.trials), *(s.cfg for s in plan.stages_to_run)])
 
     uri = resolve_uri(ft_cfg) if ft_cfg.tracking.enabled else None  # absolute, before Ray starts
     sweep_id = state["context"]["sweep_id"] if resume else new_sweep_id()

@@ -46,6 +46,7 @@ from t4p.config import (
 )
 from t4p.data.datasets import resolve_schedule
 from t4p.sweep.driver import (
+    check_clip_weights,
     close_children,
     concurrency_text,
     destinations,
@@ -287,6 +288,7 @@ def run_search(cfg: Config, space: dict | None = None, *, metric: str = DEFAULT_
     log.info("search trials (seed %d): %s", cfg.train.seed, start)
     if dry:
         return {"dry_run": True, "plan": plan, "start_from": cfg.finetune.init, "config": cfg}
+    check_clip_weights([cfg, *([stage_cfg] if stage_cfg is not None and not store.has(key or "") else [])])
 
     uri = resolve_uri(cfg) if cfg.tracking.enabled else None
     ctx = SweepContext(

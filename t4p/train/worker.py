@@ -19,8 +19,10 @@ logging into the same run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 import pyarrow.fs
@@ -56,6 +58,31 @@ class RayTrainContext:
             self._run_id = tracking["run_id"]
         if self.resume_dir:
             log.info("rank %d resumes from %s", self.rank, self.resume_dir)
+
+    @contextlib.contextmanager
+    def log_file(self, path: Path):
+        """Rank 0 of a tracked trial: t4p's log lines also go to ``path`` (appended across worker-group
+        restarts), logged as the run's ``logs/train.log`` artifact when the fit ends, however it ends."""
+        if self._tracker is None or self._run_id is None:
+            yield
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+        handler.setLevel(logging.INFO)
+        t4p_log = logging.getLogger("t4p")
+        t4p_log.addHandler(handler)
+        if t4p_log.getEffectiveLevel() > logging.INFO:
+            t4p_log.setLevel(logging.INFO)
+        try:
+            yield
+        finally:
+            t4p_log.removeHandler(handler)
+            handler.close()
+            try:
+                self._tracker.log_artifact(self._run_id, path, "logs")
+            except Exception as err:  # never hide how the fit itself ended
+                log.warning("could not log %s to MLflow run %s: %s", path, self._run_id, err)
 
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         """Move to this worker's device and wrap in DDP (a no-op wrap with one worker)."""
@@ -102,4 +129,5 @@ def train_worker(config: dict) -> dict:
     if cfg.train.num_threads > 0:
         torch.set_num_threads(cfg.train.num_threads)
     ctx = RayTrainContext(cfg, config.get("tracking"))
-    return loop_fn(cfg, ctx)
+    with ctx.log_file(Path(cfg.train.out_dir) / "train.log"):
+        return loop_fn(cfg, ctx)
