@@ -51,7 +51,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray]
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).parent / "ray")
 HEAD_IP, NODE_IP = "127.0.0.2", "127.0.0.3"
-TRIAL = ["train.max_steps=6", "train.checkpoint_every=2", "train.eval_every=6", "train.num_threads=1",
+# 16 steps of ~0.5 s: the node kill, sent once MLflow shows the first checkpoint (step 2), must land while the
+# trial still runs (with 6 steps the trial sometimes finished first and nothing was resumed)
+TRIAL = ["train.max_steps=16", "train.checkpoint_every=2", "train.eval_every=16", "train.num_threads=1",
          "model.sparse_backend=torch", "sweep.max_failures=3"]
 
 
@@ -187,6 +189,7 @@ def test_sweep_survives_the_loss_of_a_node(tmp_path):
             assert job.poll() is None, "the sweep ended before the node kill:\n" + job_log.read_text()[-4000:]
             assert time.time() < deadline, "no trial checkpointed in time:\n" + job_log.read_text()[-4000:]
             time.sleep(1)
+        time.sleep(0.5)  # the Train controller registers the persisted checkpoint on its next poll (0.2 s)
         cluster.kill_node()
         cluster.wait_nodes([HEAD_IP], 120)  # the GCS noticed the loss
         cluster.start_node("2")

@@ -100,10 +100,10 @@ class RayTrainContext:
         checkpoint = None
         if self.rank == 0 and checkpoint_dir:
             checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir)
-        if self._tracker is not None:
+        ray.train.report(metrics, checkpoint=checkpoint)  # persists the checkpoint first: MLflow never shows a
+        if self._tracker is not None:  # step whose checkpoint a restarted worker group could not resume from
             assert self._run_id is not None  # set together with the tracker
             self._tracker.log_metrics(self._run_id, metrics, step)
-        ray.train.report(metrics, checkpoint=checkpoint)
         self._reports += 1
 
 
