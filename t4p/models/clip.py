@@ -47,7 +47,7 @@ from open_clip.modified_resnet import ModifiedResNet
 from torch import nn
 
 from t4p.errors import UserError, brief_reason, first_tensor_mismatch
-from t4p.io import atomic_path
+from t4p.io import save_npy
 
 log = logging.getLogger(__name__)
 
@@ -541,15 +541,10 @@ class FixedTextEmbeddings(nn.Module):
         if emb is None:
             emb = encode_prompts(bundle, [template.format(n) for n in names])  # (K, d)
             if path is not None:
-                atomic_save_npy(path, emb.numpy())
+                save_npy(path, emb.numpy())
         _TEXT_MEMORY[key] = emb
         self.register_buffer("embeddings", emb.clone(), persistent=False)  # (K, d)
 
     def forward(self) -> torch.Tensor:
         return self.embeddings
 
-
-def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    """``np.save`` through ``t4p.io.atomic_path``: readers never see half a file."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, array)
