@@ -628,16 +628,11 @@ def check_no_credentials(cfg: Config) -> None:
             check_uri_has_no_credentials(f"config key {key!r}", value)
 
 
-SHARED_PATH_KEYS = ("sweep.storage_path", "sweep.stage_store")
-
-
 def check_shared_paths(cfg: Config) -> None:
     """A sweep's storage is a file system path, never a URI: the driver and the trials keep the sweep state, the
     Optuna study, stage locks, data caches and reports there with plain file operations (``os.replace``, lock
     files, sqlite), which an object store cannot give."""
-    flat = to_flat_dict(cfg)
-    for key in SHARED_PATH_KEYS:
-        value = flat[key]
+    for key, value in (("sweep.storage_path", cfg.sweep.storage_path), ("sweep.stage_store", cfg.sweep.stage_store)):
         if "://" in value:
             raise ConfigError(
                 f"config key {key!r}: {value!r} is a URI; expected a file system path that every node of the "
